@@ -1,0 +1,116 @@
+"""The composition root: `Platform` builds every component from `Settings` and hands each its dependencies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmops._plugins import load_plugin
+from llmops._settings import Settings
+from llmops.gateway import Gateway, Provider
+from llmops.guardrails import GuardrailPipeline
+from llmops.knowledge import Embedder, KnowledgeBase, MiniLMEmbedder, RecursiveTokenChunker, default_parsers
+from llmops.observability import MetricsSpanProcessor, PlatformMetrics, TraceReader, Tracing
+from llmops.prompts import DEFAULT_RAG_PROMPT, DEFAULT_RAG_PROMPT_NAME, PromptNotFoundError, PromptRegistry
+from llmops.rag import RagPipeline
+from llmops.store import Store
+
+__all__ = ["Platform"]
+
+
+class Platform:
+    """Everything, wired. Tests pass fakes for the expensive parts: ``embedder``, and ``providers`` (by model name).
+
+    >>> platform = Platform(Settings())                       # doctest: +SKIP
+    >>> platform.knowledge.ingest(Path("samples/handbook"))    # doctest: +SKIP
+    >>> await platform.rag("handbook-rag").ask("How many PTO days do new employees get?")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        embedder: Embedder | None = None,
+        providers: dict[str, Provider] | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.settings.resolved_database_url)
+        self.store.migrate()
+
+        self.metrics = PlatformMetrics()
+        self.tracing = Tracing(self.store)
+        self.tracing.add_processor(MetricsSpanProcessor(self.metrics))
+        self.traces = TraceReader(self.store)
+
+        self.embedder = embedder or MiniLMEmbedder(threads=self.settings.embedding_threads)
+        self.knowledge = KnowledgeBase(
+            self.store,
+            self.embedder,
+            RecursiveTokenChunker(
+                self.embedder, size=self.settings.chunk_tokens, overlap=self.settings.chunk_overlap_tokens
+            ),
+            default_parsers(),
+        )
+        self.prompts = PromptRegistry(self.store)
+        self._seed_prompts()
+
+        self.gateway = Gateway(
+            self.settings.models,
+            providers if providers is not None else self._build_providers(),
+            self.tracing.tracer,
+        )
+        self.guardrails = GuardrailPipeline()
+        self.rag_apps = {
+            app.name: RagPipeline(
+                app,
+                knowledge=self.knowledge,
+                prompts=self.prompts,
+                gateway=self.gateway,
+                guardrails=self.guardrails,
+                tracer=self.tracing.tracer,
+            )
+            for app in self.settings.rag_apps
+        }
+        for app in self.settings.rag_apps:
+            self.gateway.model(app.model)  # fail at start, not at the first request, on a typo
+
+    def rag(self, name: str | None = None) -> RagPipeline:
+        """The RAG app ``name`` (the first configured one by default)."""
+        if name is None:
+            return next(iter(self.rag_apps.values()))
+        try:
+            return self.rag_apps[name]
+        except KeyError:
+            raise LookupError(f"no RAG app {name!r}; configured: {', '.join(self.rag_apps)}") from None
+
+    def served_models(self) -> list[str]:
+        """Names clients can use as ``model``: RAG apps first, then the gateway's models."""
+        return [*self.rag_apps, *self.gateway.model_names()]
+
+    def _seed_prompts(self) -> None:
+        try:
+            self.prompts.get(DEFAULT_RAG_PROMPT_NAME, label="production")
+        except PromptNotFoundError:
+            version = self.prompts.create(
+                DEFAULT_RAG_PROMPT_NAME,
+                DEFAULT_RAG_PROMPT,
+                author="llmops",
+                commit_message="default RAG prompt",
+                description="Answer from numbered sources, with citations.",
+            )
+            self.prompts.set_label(DEFAULT_RAG_PROMPT_NAME, "production", version.version, by="llmops")
+
+    def _build_providers(self) -> dict[str, Provider]:
+        providers: dict[str, Provider] = {}
+        for config in self.settings.models:
+            factory: Any = load_plugin("llmops.providers", config.provider)
+            providers[config.name] = factory.from_config(config, self.settings)
+        return providers
+
+    async def aclose(self) -> None:
+        await self.gateway.aclose()
+        self.close()
+
+    def close(self) -> None:
+        self.tracing.shutdown()
+        self.store.close()

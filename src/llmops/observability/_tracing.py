@@ -1,0 +1,129 @@
+"""Tracing on the OpenTelemetry SDK, with every finished trace written to the store before the request is answered.
+
+The platform owns its own ``TracerProvider`` (never the process-global one), so two platforms in one process, as in
+tests, do not share spans.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import format_span_id, format_trace_id
+
+from llmops.observability._tables import SpanRow, TraceRow
+from llmops.store import Store
+
+__all__ = ["REQUEST_ID", "StoreSpanProcessor", "Tracing"]
+
+#: The attribute on a root span that names the request; `llmops traces REQUEST_ID` finds the trace by it.
+REQUEST_ID = "llmops.request_id"
+_MAX_OPEN_TRACES = 10_000
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+class StoreSpanProcessor(SpanProcessor):
+    """Buffers the spans of each trace and writes them in one transaction when the trace's root span ends.
+
+    The root span ends inside the request handler, so the trace is durable before the response goes out.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._open: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        context = span.get_span_context()
+        if context is None:
+            return
+        is_root = span.parent is None or span.parent.is_remote
+        with self._lock:
+            spans = self._open.setdefault(context.trace_id, [])
+            spans.append(span)
+            if not is_root:
+                if len(self._open) > _MAX_OPEN_TRACES:  # roots that never end must not grow memory forever
+                    self._open.popitem(last=False)
+                return
+            del self._open[context.trace_id]
+        self._write(span, spans)
+
+    def _write(self, root: ReadableSpan, spans: Iterable[ReadableSpan]) -> None:
+        trace_id = format_trace_id(root.get_span_context().trace_id)  # type: ignore[union-attr]
+        attributes = dict(root.attributes or {})
+        request_id = str(attributes.get(REQUEST_ID) or f"trace_{trace_id}")
+        with self._store.session() as session:
+            session.add(
+                TraceRow(
+                    request_id=request_id,
+                    trace_id=trace_id,
+                    name=root.name,
+                    created_at=datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
+                    duration_ms=_duration_ms(root),
+                    status=root.status.status_code.name.lower(),
+                    attributes={k: _jsonable(v) for k, v in attributes.items()},
+                )
+            )
+            for span in spans:
+                context = span.get_span_context()
+                assert context is not None
+                session.add(
+                    SpanRow(
+                        trace_id=trace_id,
+                        span_id=format_span_id(context.span_id),
+                        parent_span_id=format_span_id(span.parent.span_id) if span.parent else None,
+                        name=span.name,
+                        start_ns=span.start_time or 0,
+                        end_ns=span.end_time or 0,
+                        duration_ms=_duration_ms(span),
+                        status=span.status.status_code.name.lower(),
+                        status_message=span.status.description,
+                        attributes={k: _jsonable(v) for k, v in (span.attributes or {}).items()},
+                        events=[
+                            {
+                                "name": e.name,
+                                "time_ns": e.timestamp,
+                                "attributes": json.loads(json.dumps(dict(e.attributes or {}), default=str)),
+                            }
+                            for e in span.events
+                        ],
+                    )
+                )
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._open.clear()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _duration_ms(span: ReadableSpan) -> float:
+    return ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+
+
+class Tracing:
+    """The platform's tracer provider and tracer; extra processors (metrics, exporters) are added by the owner."""
+
+    def __init__(self, store: Store, *, service_name: str = "llmops") -> None:
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        self.provider.add_span_processor(StoreSpanProcessor(store))
+        self.tracer: trace.Tracer = self.provider.get_tracer("llmops")
+
+    def add_processor(self, processor: SpanProcessor) -> None:
+        self.provider.add_span_processor(processor)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()

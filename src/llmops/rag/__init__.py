@@ -1,0 +1,5 @@
+"""RAG: the request pipeline that joins knowledge, prompts, guardrails and the gateway, with citations."""
+
+from llmops.rag._pipeline import ABSTAIN_ANSWER, BLOCKED_ANSWER, Citation, RagAnswer, RagPipeline, new_request_id
+
+__all__ = ["ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]

@@ -1,0 +1,353 @@
+"""The RAG request pipeline: input rails, retrieve, pack context, render prompt, generate, output rails, cite.
+
+Each stage is a span of the request's trace. When nothing relevant is retrieved (no chunk reaches the similarity
+threshold) the pipeline answers that it does not know, without asking the model: a small model asked anyway invents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
+
+from llmops._settings import RagConfig
+from llmops.gateway import ChatRequest, ChatResult, Gateway, TextDelta, Usage
+from llmops.guardrails import GuardrailPipeline
+from llmops.knowledge import KnowledgeBase, RetrievedChunk
+from llmops.prompts import PromptRegistry
+
+__all__ = ["ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
+
+ABSTAIN_ANSWER = "I don't know. None of the documents I can search covers this question."
+BLOCKED_ANSWER = "I can't help with that request."
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+# Chat templates add a few tokens per message (role markers); counted generously.
+_MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Source ``[number]`` of the answer's context, and whether the answer cited it."""
+
+    number: int
+    chunk_id: str
+    document_id: str
+    title: str
+    source: str
+    heading: str | None
+    page: int | None
+    score: float
+    cited: bool
+
+
+@dataclass
+class RagAnswer:
+    request_id: str
+    trace_id: str
+    app: str
+    answer: str
+    citations: list[Citation]
+    abstained: bool
+    blocked: bool
+    model: str
+    prompt_name: str
+    prompt_version: int | None
+    index_snapshot: int | None
+    usage: Usage | None
+    cost_usd: float
+    ttft_ms: float | None
+    duration_ms: float
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["usage"] = (
+            {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "total_tokens": self.usage.total_tokens,
+                "estimated": self.usage.estimated,
+            }
+            if self.usage
+            else None
+        )
+        return data
+
+
+class RagPipeline:
+    """One RAG application (``config.name`` is the model name clients use for it).
+
+    >>> answer = await pipeline.ask("How many PTO days do new employees get?")  # doctest: +SKIP
+    >>> answer.answer, [c.source for c in answer.citations]                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        config: RagConfig,
+        *,
+        knowledge: KnowledgeBase,
+        prompts: PromptRegistry,
+        gateway: Gateway,
+        guardrails: GuardrailPipeline,
+        tracer: trace.Tracer,
+    ) -> None:
+        self.config = config
+        self._knowledge = knowledge
+        self._prompts = prompts
+        self._gateway = gateway
+        self._guardrails = guardrails
+        self._tracer = tracer
+
+    async def ask(self, question: str, *, request_id: str | None = None) -> RagAnswer:
+        answer: RagAnswer | None = None
+        async for event in self.stream(question, request_id=request_id):
+            if isinstance(event, RagAnswer):
+                answer = event
+        assert answer is not None  # stream() always ends with the answer or raises
+        return answer
+
+    async def stream(self, question: str, *, request_id: str | None = None) -> AsyncIterator[TextDelta | RagAnswer]:
+        """Yields the answer's text as it is generated, then the complete `RagAnswer`.
+
+        The request's trace is stored before the `RagAnswer` is yielded, so an answer in hand always has its trace.
+        """
+        request_id = request_id or new_request_id()
+        root = self._tracer.start_span(f"rag {self.config.name}", kind=trace.SpanKind.SERVER)
+        root.set_attributes({"llmops.request_id": request_id, "llmops.rag.app": self.config.name})
+        answer: RagAnswer | None = None
+        try:
+            async for event in self._run(question, request_id, root):
+                if isinstance(event, RagAnswer):
+                    answer = event
+                else:
+                    yield event
+        except BaseException as exc:
+            root.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:500]))
+            if isinstance(exc, Exception):
+                root.record_exception(exc)
+            raise
+        finally:
+            root.end()
+        assert answer is not None
+        yield answer
+
+    async def _run(self, question: str, request_id: str, root: trace.Span) -> AsyncIterator[TextDelta | RagAnswer]:
+        config = self.config
+        started = time.perf_counter()
+        ctx = trace.set_span_in_context(root)
+        stages: dict[str, float] = {}
+        with self._stage("guardrails.input", ctx, stages) as span:
+            decision = self._guardrails.check_input(question)
+            span.set_attributes(
+                {"llmops.guardrails.allowed": decision.allowed, "llmops.guardrails.rails": decision.rails}
+            )
+        if not decision.allowed:
+            root.set_attribute("llmops.guardrails.blocked_by", decision.blocked_by or "")
+            answer = self._answer(request_id, root, BLOCKED_ANSWER, [], started, stages, blocked=True)
+            yield TextDelta(answer.answer)
+            yield answer
+            return
+        question = decision.text
+
+        with self._stage("retrieve", ctx, stages) as span:
+            hits = await asyncio.to_thread(
+                self._knowledge.search, question, k=config.top_k, min_similarity=config.min_similarity
+            )
+            snapshot = self._knowledge.loaded_snapshot
+            span.set_attributes(
+                {
+                    genai.GEN_AI_OPERATION_NAME: "retrieval",
+                    genai.GEN_AI_DATA_SOURCE_ID: "knowledge",
+                    "llmops.retrieval.top_k": config.top_k,
+                    "llmops.retrieval.min_similarity": config.min_similarity,
+                    "llmops.retrieval.hits": len(hits),
+                    "llmops.retrieval.chunk_ids": [h.chunk_id for h in hits],
+                    "llmops.retrieval.scores": [round(h.score, 4) for h in hits],
+                    "llmops.index.snapshot": snapshot if snapshot is not None else -1,
+                }
+            )
+        if not hits:
+            root.set_attribute("llmops.rag.abstained", True)
+            answer = self._answer(request_id, root, ABSTAIN_ANSWER, [], started, stages, abstained=True)
+            answer.index_snapshot = snapshot
+            yield TextDelta(answer.answer)
+            yield answer
+            return
+
+        with self._stage("pack_context", ctx, stages) as span:
+            packed = self._pack(hits)
+            span.set_attributes(
+                {"llmops.context.chunks": len(packed), "llmops.context.dropped": len(hits) - len(packed)}
+            )
+
+        with self._stage("render_prompt", ctx, stages) as span:
+            prompt = self._prompts.get(config.prompt, label="production")
+            messages = self._render_fitting(prompt, question, packed)
+            span.set_attributes(
+                {
+                    genai.GEN_AI_PROMPT_NAME: prompt.name,
+                    "llmops.prompt.version": prompt.version,
+                    "llmops.prompt.label": "production",
+                    "llmops.context.chunks": len(packed),
+                }
+            )
+
+        request = ChatRequest(
+            model=config.model,
+            messages=messages,
+            max_tokens=config.max_answer_tokens,
+            temperature=config.temperature,
+        )
+        result: ChatResult | None = None
+        generate_started = time.perf_counter()
+        async for event in self._gateway.stream(request, context=ctx):
+            if isinstance(event, TextDelta):
+                yield event
+            else:
+                result = event
+        stages["generate"] = (time.perf_counter() - generate_started) * 1000
+        assert result is not None
+
+        with self._stage("guardrails.output", ctx, stages) as span:
+            # An answer cut by max_tokens ends mid-sentence; keep its complete sentences.
+            generated = _complete_sentences(result.text) if result.finish_reason == "length" else result.text
+            out = self._guardrails.check_output(generated)
+            span.set_attributes({"llmops.guardrails.allowed": out.allowed, "llmops.guardrails.rails": out.rails})
+        text = out.text if out.allowed else BLOCKED_ANSWER
+        citations = _citations(packed, text)
+        answer = self._answer(request_id, root, text.strip(), citations, started, stages, blocked=not out.allowed)
+        answer.prompt_version = prompt.version
+        answer.index_snapshot = snapshot
+        answer.usage, answer.cost_usd, answer.ttft_ms = result.usage, result.cost_usd, result.ttft_ms
+        root.set_attributes(
+            {
+                "llmops.prompt.name": prompt.name,
+                "llmops.prompt.version": prompt.version,
+                "llmops.index.snapshot": snapshot if snapshot is not None else -1,
+                genai.GEN_AI_USAGE_INPUT_TOKENS: result.usage.input_tokens,
+                genai.GEN_AI_USAGE_OUTPUT_TOKENS: result.usage.output_tokens,
+                "llmops.cost_usd": result.cost_usd,
+                "llmops.citations": [c.chunk_id for c in citations if c.cited],
+            }
+        )
+        yield answer
+
+    def _stage(self, name: str, ctx: Context, stages: dict[str, float]) -> _Stage:
+        return _Stage(self._tracer, name, ctx, stages)
+
+    def _pack(self, hits: list[RetrievedChunk]) -> list[RetrievedChunk]:
+        """Most similar first, as many whole chunks as fit the context token budget."""
+        budget = self.config.context_token_budget
+        packed: list[RetrievedChunk] = []
+        used = 0
+        for hit in hits:
+            tokens = self._gateway.count_tokens(self.config.model, hit.text) + 16  # + the "[n] title / heading" line
+            if used + tokens <= budget:
+                packed.append(hit)
+                used += tokens
+        return packed or hits[:1]
+
+    def _render_fitting(self, prompt: Any, question: str, packed: list[RetrievedChunk]) -> list[dict[str, str]]:
+        """Render; while the prompt and the answer would overflow the model's window, drop the least similar chunk."""
+        window = self._gateway.model(self.config.model).context_window
+        while True:
+            sources = [
+                {"title": h.title, "heading": h.heading, "text": h.text, "source": h.source, "page": h.page}
+                for h in packed
+            ]
+            messages = self._prompts.render(prompt, {"sources": sources, "question": question})
+            tokens = sum(
+                self._gateway.count_tokens(self.config.model, m["content"]) + _MESSAGE_OVERHEAD_TOKENS for m in messages
+            )
+            if tokens + self.config.max_answer_tokens <= window or len(packed) <= 1:
+                return messages
+            packed.pop()
+
+    def _answer(
+        self,
+        request_id: str,
+        root: trace.Span,
+        text: str,
+        citations: list[Citation],
+        started: float,
+        stages: dict[str, float],
+        *,
+        abstained: bool = False,
+        blocked: bool = False,
+    ) -> RagAnswer:
+        return RagAnswer(
+            request_id=request_id,
+            trace_id=trace.format_trace_id(root.get_span_context().trace_id),
+            app=self.config.name,
+            answer=text,
+            citations=citations,
+            abstained=abstained,
+            blocked=blocked,
+            model=self.config.model,
+            prompt_name=self.config.prompt,
+            prompt_version=None,
+            index_snapshot=None,
+            usage=None,
+            cost_usd=0.0,
+            ttft_ms=None,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            stages_ms=dict(stages),
+        )
+
+
+class _Stage:
+    """A child span of the request that also records its duration in ``stages`` (milliseconds)."""
+
+    def __init__(self, tracer: trace.Tracer, name: str, ctx: Context, stages: dict[str, float]) -> None:
+        self._tracer, self._name, self._ctx, self._stages = tracer, name, ctx, stages
+
+    def __enter__(self) -> trace.Span:
+        self._started = time.perf_counter()
+        self._span = self._tracer.start_span(self._name, context=self._ctx)
+        return self._span
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self._span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:500]))
+            if isinstance(exc, Exception):
+                self._span.record_exception(exc)
+        self._span.end()
+        self._stages[self._name] = (time.perf_counter() - self._started) * 1000
+
+
+_SENTENCE_END = re.compile(r"[.!?](?:\[\d{1,3}\])?(?=\s|$)")
+
+
+def _complete_sentences(text: str) -> str:
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text
+
+
+def _citations(packed: list[RetrievedChunk], answer: str) -> list[Citation]:
+    cited = {int(n) for n in _CITATION.findall(answer)}
+    return [
+        Citation(
+            number=i,
+            chunk_id=h.chunk_id,
+            document_id=h.document_id,
+            title=h.title,
+            source=h.source,
+            heading=h.heading,
+            page=h.page,
+            score=round(h.score, 4),
+            cited=i in cited,
+        )
+        for i, h in enumerate(packed, start=1)
+    ]

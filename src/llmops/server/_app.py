@@ -1,0 +1,30 @@
+"""The HTTP application: the REST API, the OpenAI-compatible API and the web page, over one `Platform`."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from llmops._platform import Platform
+from llmops.server._api import api_router
+from llmops.server._limits import BodySizeLimit
+from llmops.server._openai_api import openai_router
+
+__all__ = ["create_app"]
+
+
+def create_app(platform: Platform) -> FastAPI:
+    """The ASGI app. The caller owns ``platform`` and closes it."""
+    app = FastAPI(title="llmops", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app.include_router(openai_router(platform))
+    app.include_router(api_router(platform))
+    page = (resources.files("llmops.server") / "_static" / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return page
+
+    app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_request_bytes)
+    return app
