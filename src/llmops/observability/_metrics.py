@@ -6,6 +6,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from llmops.observability._tracing import status_name
+
 __all__ = ["MetricsSpanProcessor", "PlatformMetrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -55,7 +57,7 @@ class MetricsSpanProcessor(SpanProcessor):
         stage = span.name.split(" ", 1)[0]  # "chat smollm2" -> "chat": keep label cardinality bounded
         self._m.stage_seconds.labels(stage).observe(seconds)
         if span.parent is None:
-            self._m.requests.labels(stage, span.status.status_code.name.lower()).inc()
+            self._m.requests.labels(stage, status_name(span)).inc()
         model = attributes.get(genai.GEN_AI_REQUEST_MODEL)
         if attributes.get(genai.GEN_AI_OPERATION_NAME) == "chat" and isinstance(model, str):
             self._m.tokens.labels(model, "input").inc(float(attributes.get(genai.GEN_AI_USAGE_INPUT_TOKENS, 0)))  # type: ignore[arg-type]

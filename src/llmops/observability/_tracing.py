@@ -16,12 +16,12 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
 from llmops.observability._tables import SpanRow, TraceRow
 from llmops.store import Store
 
-__all__ = ["REQUEST_ID", "StoreSpanProcessor", "Tracing"]
+__all__ = ["REQUEST_ID", "StoreSpanProcessor", "Tracing", "status_name"]
 
 #: The attribute on a root span that names the request; `llmops traces REQUEST_ID` finds the trace by it.
 REQUEST_ID = "llmops.request_id"
@@ -72,7 +72,7 @@ class StoreSpanProcessor(SpanProcessor):
                     name=root.name,
                     created_at=datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
                     duration_ms=_duration_ms(root),
-                    status=root.status.status_code.name.lower(),
+                    status=status_name(root),
                     attributes={k: _jsonable(v) for k, v in attributes.items()},
                 )
             )
@@ -88,7 +88,7 @@ class StoreSpanProcessor(SpanProcessor):
                         start_ns=span.start_time or 0,
                         end_ns=span.end_time or 0,
                         duration_ms=_duration_ms(span),
-                        status=span.status.status_code.name.lower(),
+                        status=status_name(span),
                         status_message=span.status.description,
                         attributes={k: _jsonable(v) for k, v in (span.attributes or {}).items()},
                         events=[
@@ -108,6 +108,11 @@ class StoreSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def status_name(span: ReadableSpan) -> str:
+    """``ok`` or ``error``: OpenTelemetry's UNSET means nothing went wrong."""
+    return "error" if span.status.status_code == StatusCode.ERROR else "ok"
 
 
 def _duration_ms(span: ReadableSpan) -> float:

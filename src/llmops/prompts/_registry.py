@@ -151,13 +151,10 @@ class PromptRegistry:
     def list_prompts(self) -> list[dict[str, Any]]:
         """Every prompt with its newest version number and labels."""
         with self._store.session() as session:
-            newest = dict(
-                session.execute(
-                    select(PromptVersionRow.prompt_name, func.max(PromptVersionRow.version)).group_by(
-                        PromptVersionRow.prompt_name
-                    )
-                ).tuples()
+            query = select(PromptVersionRow.prompt_name, func.max(PromptVersionRow.version)).group_by(
+                PromptVersionRow.prompt_name
             )
+            newest = {name: version for name, version in session.execute(query)}
             names = session.scalars(select(PromptRow.name).order_by(PromptRow.name)).all()
         return [{"name": n, "latest_version": newest.get(n), "labels": self.labels(n)} for n in names]
 

@@ -1,0 +1,54 @@
+"""The public surface of each package is deliberate: adding or removing an export must change this test."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "llmops": {"ModelConfig", "Platform", "RagConfig", "Settings", "__version__"},
+    "llmops.store": {"Base", "Store", "StoreError"},
+    "llmops.knowledge": {
+        "Chunk", "Chunker", "Embedder", "ExactVectorIndex", "HtmlParser", "IngestReport", "KnowledgeBase",
+        "MarkdownParser", "MiniLMEmbedder", "ParseError", "ParsedDocument", "Parser", "PdfParser",
+        "RecursiveTokenChunker", "RetrievedChunk", "Section", "TextParser", "TokenCounter", "VectorIndex",
+        "clean_text", "default_parsers",
+    },
+    "llmops.prompts": {
+        "DEFAULT_RAG_PROMPT", "DEFAULT_RAG_PROMPT_NAME", "PromptNotFoundError", "PromptRegistry",
+        "PromptTemplateError", "PromptVersion", "TemplateRenderer",
+    },
+    "llmops.gateway": {
+        "ChatRequest", "ChatResult", "Finish", "Gateway", "LocalLlamaProvider", "OpenAICompatibleProvider", "Price",
+        "PriceTable", "Provider", "ProviderError", "StreamEvent", "TextDelta", "UnknownModelError", "Usage",
+        "bundled_model_path",
+    },
+    "llmops.guardrails": {"GuardrailDecision", "GuardrailPipeline", "Rail", "RailResult"},
+    "llmops.rag": {"ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"},
+    "llmops.observability": {
+        "REQUEST_ID", "MetricsSpanProcessor", "PlatformMetrics", "StoreSpanProcessor", "TraceNotFoundError",
+        "TraceReader", "Tracing",
+    },
+    "llmops.server": {"create_app"},
+    "llmops.cli": {"app", "main"},
+    "llmops.testing": {"HashEmbedder", "ScriptedProvider", "make_pdf"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module_name", sorted(EXPECTED))
+def test_exports(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert set(module.__all__) == EXPECTED[module_name]
+    for name in module.__all__:
+        assert hasattr(module, name), f"{module_name}.__all__ names {name!r}, which does not exist"
+
+
+def test_importing_llmops_has_no_side_effects(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    # Importing must not create a data folder, open a database or load a model.
+    code = "import llmops, os; print(os.path.exists('.llmops'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

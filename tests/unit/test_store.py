@@ -1,0 +1,148 @@
+"""The store on SQLite and PostgreSQL: same migrations, same behaviour."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from llmops.knowledge._tables import ChunkRow, DocumentRow
+from llmops.prompts._tables import PromptRow, PromptVersionRow
+from llmops.store import Store, StoreError
+
+TABLES = {
+    "alembic_version", "chunks", "documents", "index_snapshots", "prompt_labels", "prompt_versions", "prompts",
+    "spans", "traces",
+}  # fmt: skip
+
+
+def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    store.migrate()
+    assert TABLES <= set(sa.inspect(store.engine).get_table_names())
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    store.close()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:
+    store = Store(f"sqlite:///{tmp_path}/wal.db")
+    store.migrate()
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+    store.close()
+
+
+def _document(doc_id: str = "d1") -> DocumentRow:
+    return DocumentRow(
+        id=doc_id,
+        source=f"/docs/{doc_id}.md",
+        title="T",
+        content_hash="h",
+        parser="markdown",
+        size_bytes=1,
+        ingested_at=datetime.now(UTC),
+        meta={"author": "A"},
+    )
+
+
+def _chunk(chunk_id: str, doc_id: str = "d1") -> ChunkRow:
+    return ChunkRow(
+        id=chunk_id,
+        document_id=doc_id,
+        ordinal=0,
+        text="text",
+        token_count=1,
+        heading=None,
+        page=None,
+        start_char=0,
+        end_char=4,
+        embedding_model="m",
+        embedding=b"\x00\x01\x02\x03",
+    )
+
+
+def test_session_commits_and_rolls_back(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    with store.session() as session:
+        session.add(_document())
+    with pytest.raises(RuntimeError), store.session() as session:
+        session.add(_document("d2"))
+        session.flush()
+        raise RuntimeError("abort")
+    with store.session() as session:
+        ids = session.scalars(sa.select(DocumentRow.id)).all()
+        stored = session.get(DocumentRow, "d1")
+        assert stored is not None and stored.meta == {"author": "A"}
+    assert ids == ["d1"]
+    store.close()
+
+
+def test_chunks_cascade_with_their_document_and_bytes_round_trip(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    with store.session() as session:
+        session.add(_document())
+        session.flush()
+        session.add_all([_chunk("c1"), _chunk("c2")])
+    with store.session() as session:
+        chunk = session.get(ChunkRow, "c1")
+        assert chunk is not None and bytes(chunk.embedding) == b"\x00\x01\x02\x03"
+    with store.session() as session:
+        session.execute(sa.delete(DocumentRow).where(DocumentRow.id == "d1"))
+    with store.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(ChunkRow)) == 0
+    store.close()
+
+
+def test_a_chunk_needs_its_document(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    with pytest.raises(IntegrityError), store.session() as session:
+        session.add(_chunk("orphan", doc_id="missing"))
+    store.close()
+
+
+def test_prompt_version_numbers_are_unique(database_url: str) -> None:
+    store = Store(database_url)
+    store.migrate()
+    now = datetime.now(UTC)
+    with store.session() as session:
+        session.add(PromptRow(name="p", description="", created_at=now))
+        session.flush()
+        session.add(_version(now))
+    with pytest.raises(IntegrityError), store.session() as session:
+        session.add(_version(now))
+    store.close()
+
+
+def _version(now: datetime) -> PromptVersionRow:
+    return PromptVersionRow(
+        prompt_name="p",
+        version=1,
+        messages=[{"role": "user", "content": "x"}],
+        variables=[],
+        params={},
+        content_hash="h",
+        author="a",
+        commit_message="",
+        created_at=now,
+    )
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    store = Store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(StoreError, match="cannot migrate the store at postgresql"):
+        store.migrate()
+
+
+def test_password_is_hidden_in_messages() -> None:
+    store = Store("postgresql+psycopg://user:s3cret@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(StoreError) as raised:
+        store.migrate()
+    assert "s3cret" not in str(raised.value)
