@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from llmops.knowledge import MiniLMEmbedder, RecursiveTokenChunker
@@ -29,7 +31,7 @@ def test_chunks_respect_the_size_and_keep_exact_offsets() -> None:
 
 def test_consecutive_chunks_overlap_and_cover_everything() -> None:
     chunks = RecursiveTokenChunker(HashEmbedder(), size=40, overlap=8).split(TEXT)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.start < before.end, "no overlap between consecutive chunks"
         assert after.start > before.start
     covered = set()
@@ -40,7 +42,7 @@ def test_consecutive_chunks_overlap_and_cover_everything() -> None:
 
 def test_zero_overlap_means_disjoint_chunks() -> None:
     chunks = RecursiveTokenChunker(HashEmbedder(), size=30, overlap=0).split(TEXT)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert after.start >= before.end
 
 

@@ -44,7 +44,9 @@ def _only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
 
 def test_complete_counts_tokens_prices_and_traces(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
     tracer_provider, exporter = spans
-    gateway = _gateway(ScriptedProvider("one two three"), tracer_provider, input_price_per_mtok=2.0, output_price_per_mtok=10.0)
+    gateway = _gateway(
+        ScriptedProvider("one two three"), tracer_provider, input_price_per_mtok=2.0, output_price_per_mtok=10.0
+    )
     request = ChatRequest(model="m", messages=[{"role": "user", "content": "count four words please"}])
     result = asyncio.run(gateway.complete(request, request_id="req_1"))
     assert result.text == "one two three" and result.finish_reason == "stop"

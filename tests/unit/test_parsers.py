@@ -11,7 +11,10 @@ from ..conftest import SAMPLES
 
 
 def test_markdown_sections_follow_the_heading_tree_and_ignore_code_blocks() -> None:
-    source = b"# Guide\n\nIntro.\n\n## Setup\n\n```sh\n# not a heading\nmake run\n```\n\n### Linux\n\nApt.\n\n## Use\n\nAsk.\n"
+    source = (
+        b"# Guide\n\nIntro.\n\n## Setup\n\n```sh\n# not a heading\nmake run\n```\n\n"
+        b"### Linux\n\nApt.\n\n## Use\n\nAsk.\n"
+    )
     doc = MarkdownParser().parse(source, Path("guide.md"))
     assert doc.title == "Guide"
     assert [s.heading for s in doc.sections] == ["Guide", "Guide > Setup", "Guide > Setup > Linux", "Guide > Use"]
@@ -40,7 +43,10 @@ def test_pdf_pages_title_and_text_layer(tmp_path: Path) -> None:
     data = make_pdf(["First page about leave.", "Second page about travel."], title="Policies")
     doc = PdfParser().parse(data, Path("p.pdf"))
     assert doc.title == "Policies"
-    assert [(s.page, s.text) for s in doc.sections] == [(1, "First page about leave."), (2, "Second page about travel.")]
+    assert [(s.page, s.text) for s in doc.sections] == [
+        (1, "First page about leave."),
+        (2, "Second page about travel."),
+    ]
 
 
 @pytest.mark.parametrize(

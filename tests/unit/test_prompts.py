@@ -69,7 +69,7 @@ def test_hostile_templates_are_refused(platform: Platform, payload: str) -> None
 def test_the_sandbox_blocks_what_the_static_check_cannot_see(platform: Platform) -> None:
     # A method call on a value the sandbox considers unsafe is stopped at render time.
     renderer = platform.prompts.renderer
-    with pytest.raises(PromptTemplateError, match="sandbox|failed"):
+    with pytest.raises(PromptTemplateError, match=r"sandbox|failed"):
         renderer.render("{{ items.append(1) }}", {"items": []})
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from llmops._platform import Platform
 from llmops._settings import Settings
@@ -21,8 +21,8 @@ __all__ = ["app", "main"]
 app = typer.Typer(help="llmops: the production loop for LLM applications.", no_args_is_help=True)
 prompts_app = typer.Typer(help="The prompt registry.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def _platform() -> Platform:
@@ -118,9 +118,10 @@ def traces(
     platform = _platform()
     try:
         if request_id is None:
-            table = Table("request id", "name", "created", "ms", "status")
+            table = Table(Column("request id", no_wrap=True), "name", "created (UTC)", "ms", "status")
             for t in platform.traces.recent(limit):
-                table.add_row(t["request_id"], t["name"], t["created_at"], f"{t['duration_ms']:.1f}", t["status"])
+                created = t["created_at"][:19].replace("T", " ")
+                table.add_row(t["request_id"], t["name"], created, f"{t['duration_ms']:.1f}", t["status"])
             console.print(table)
             return
         try:

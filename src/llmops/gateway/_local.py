@@ -150,12 +150,16 @@ class LocalLlamaProvider:
         vocab = llama._model.vocab
         if request.seed is not None:
             llama.set_seed(request.seed)
+        # Evaluate every prompt from scratch: reusing a cached prefix evaluates the rest in a different batch shape,
+        # which changes the floating-point sums enough to flip a small model's greedy choice. The same request must
+        # get the same answer; the prefix saved would be a few dozen tokens.
+        llama.reset()
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(request.stop)
         produced = 0
         reason = "length"
         for token in llama.generate(
-            tokens, temp=request.temperature, top_p=request.top_p, top_k=40, repeat_penalty=1.0, reset=True
+            tokens, temp=request.temperature, top_p=request.top_p, top_k=40, repeat_penalty=1.0, reset=False
         ):
             if cancelled.is_set():
                 return
