@@ -15,6 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 
 from llmops._settings import ModelConfig
+from llmops._spans import mark_error
 from llmops.gateway._prices import Price, PriceTable
 from llmops.gateway._types import ChatRequest, ChatResult, Finish, Provider, ProviderError, TextDelta
 
@@ -125,9 +126,7 @@ class Gateway:
                 }
             )
         except BaseException as exc:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:500]))
-            if isinstance(exc, Exception):
-                span.record_exception(exc)
+            mark_error(span, exc)
             raise
         finally:
             span.end()

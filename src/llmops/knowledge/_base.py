@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,16 +59,6 @@ class RetrievedChunk:
     score: float
 
 
-@dataclass(frozen=True)
-class _ChunkInfo:
-    document_id: str
-    text: str
-    title: str
-    source: str
-    heading: str | None
-    page: int | None
-
-
 ProgressCallback = Callable[[str, str], None]
 
 
@@ -92,7 +82,7 @@ class KnowledgeBase:
         self._chunker = chunker
         self._parsers = {suffix: parser for parser in parsers for suffix in parser.suffixes}
         self._index: VectorIndex = index or ExactVectorIndex(embedder.dimensions)
-        self._chunks: dict[str, _ChunkInfo] = {}
+        self._chunks: dict[str, RetrievedChunk] = {}  # by id, score 0: what a hit returns besides its score
         self._loaded_snapshot: int | None = -1  # -1: never loaded
 
     @property
@@ -238,7 +228,7 @@ class KnowledgeBase:
             return latest
         ids: list[str] = []
         vectors: list[bytes] = []
-        infos: dict[str, _ChunkInfo] = {}
+        infos: dict[str, RetrievedChunk] = {}
         with self._store.session() as session:
             query = (
                 select(ChunkRow, DocumentRow.title, DocumentRow.source)
@@ -248,7 +238,9 @@ class KnowledgeBase:
             for chunk, title, source in session.execute(query):
                 ids.append(chunk.id)
                 vectors.append(chunk.embedding)
-                infos[chunk.id] = _ChunkInfo(chunk.document_id, chunk.text, title, source, chunk.heading, chunk.page)
+                infos[chunk.id] = RetrievedChunk(
+                    chunk.id, chunk.document_id, chunk.text, title, source, chunk.heading, chunk.page, score=0.0
+                )
         matrix = (
             np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(ids), self.embedder.dimensions)
             if ids
@@ -264,24 +256,11 @@ class KnowledgeBase:
         self.refresh()
         vector = self.embedder.embed([query])[0]
         chunks = self._chunks
-        hits = []
-        for chunk_id, score in self._index.search(vector, k):
-            info = chunks.get(chunk_id)
-            if info is None or score < min_similarity:
-                continue
-            hits.append(
-                RetrievedChunk(
-                    chunk_id=chunk_id,
-                    document_id=info.document_id,
-                    text=info.text,
-                    title=info.title,
-                    source=info.source,
-                    heading=info.heading,
-                    page=info.page,
-                    score=score,
-                )
-            )
-        return hits
+        return [
+            replace(chunks[chunk_id], score=score)
+            for chunk_id, score in self._index.search(vector, k)
+            if score >= min_similarity and chunk_id in chunks
+        ]
 
     def stats(self) -> dict[str, int | None]:
         with self._store.session() as session:

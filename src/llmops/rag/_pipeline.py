@@ -19,6 +19,7 @@ from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 
 from llmops._settings import RagConfig
+from llmops._spans import mark_error
 from llmops.gateway import ChatRequest, ChatResult, Gateway, TextDelta, Usage
 from llmops.guardrails import GuardrailPipeline
 from llmops.knowledge import KnowledgeBase, RetrievedChunk
@@ -38,17 +39,10 @@ def new_request_id() -> str:
 
 
 @dataclass(frozen=True)
-class Citation:
-    """Source ``[number]`` of the answer's context, and whether the answer cited it."""
+class Citation(RetrievedChunk):
+    """Source ``[number]`` of the answer's context (the chunk the model read), and whether the answer cited it."""
 
     number: int
-    chunk_id: str
-    document_id: str
-    title: str
-    source: str
-    heading: str | None
-    page: int | None
-    score: float
     cited: bool
 
 
@@ -134,9 +128,7 @@ class RagPipeline:
                 else:
                     yield event
         except BaseException as exc:
-            root.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:500]))
-            if isinstance(exc, Exception):
-                root.record_exception(exc)
+            mark_error(root, exc)
             raise
         finally:
             root.end()
@@ -320,9 +312,7 @@ class _Stage:
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is not None:
-            self._span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:500]))
-            if isinstance(exc, Exception):
-                self._span.record_exception(exc)
+            mark_error(self._span, exc)
         self._span.end()
         self._stages[self._name] = (time.perf_counter() - self._started) * 1000
 
@@ -338,16 +328,6 @@ def _complete_sentences(text: str) -> str:
 def _citations(packed: list[RetrievedChunk], answer: str) -> list[Citation]:
     cited = {int(n) for n in _CITATION.findall(answer)}
     return [
-        Citation(
-            number=i,
-            chunk_id=h.chunk_id,
-            document_id=h.document_id,
-            title=h.title,
-            source=h.source,
-            heading=h.heading,
-            page=h.page,
-            score=round(h.score, 4),
-            cited=i in cited,
-        )
-        for i, h in enumerate(packed, start=1)
+        Citation(number=i, cited=i in cited, **{**asdict(hit), "score": round(hit.score, 4)})
+        for i, hit in enumerate(packed, start=1)
     ]
