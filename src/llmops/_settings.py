@@ -45,7 +45,9 @@ class RagConfig(BaseModel):
     model: str = "smollm2-135m-instruct"
     prompt: str = "rag-default"
     top_k: int = Field(default=4, ge=1, le=50)
-    min_similarity: float = Field(default=0.3, ge=-1.0, le=1.0)
+    # On the sample handbook with MiniLM, 100 real questions scored 0.25 to 0.81 against their best chunk and ten
+    # unrelated ones (capital of France, a poem, a stock price) 0.04 to 0.15.
+    min_similarity: float = Field(default=0.2, ge=-1.0, le=1.0)
     # The bundled 135M model answers best from one or two short chunks; larger models want a larger budget.
     context_token_budget: int = Field(default=320, ge=32)
     max_answer_tokens: int = Field(default=120, ge=1)
