@@ -7,10 +7,18 @@ from typing import Any
 from llmops._plugins import load_plugin
 from llmops._settings import Settings
 from llmops.gateway import Gateway, Provider
+from llmops.governance import RoleDirectory
 from llmops.guardrails import GuardrailPipeline
 from llmops.knowledge import Embedder, KnowledgeBase, MiniLMEmbedder, RecursiveTokenChunker, default_parsers
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, TraceReader, Tracing
-from llmops.prompts import DEFAULT_RAG_PROMPT, DEFAULT_RAG_PROMPT_NAME, PromptNotFoundError, PromptRegistry
+from llmops.prompts import (
+    DEFAULT_RAG_PROMPT,
+    DEFAULT_RAG_PROMPT_NAME,
+    DEFAULT_RAG_VARIABLES,
+    ApprovalRequiredError,
+    PromptNotFoundError,
+    PromptRegistry,
+)
 from llmops.rag import RagPipeline
 from llmops.store import Store
 
@@ -51,7 +59,14 @@ class Platform:
             ),
             default_parsers(),
         )
-        self.prompts = PromptRegistry(self.store)
+        self.roles = RoleDirectory(self.store)
+        self.prompts = PromptRegistry(
+            self.store,
+            roles=self.roles.roles_of,
+            environments=self.settings.environments,
+            default_environment=self.settings.environment,
+            cache_ttl=self.settings.prompt_cache_ttl_s,
+        )
         self._seed_prompts()
 
         self.gateway = Gateway(
@@ -88,17 +103,27 @@ class Platform:
         return [*self.rag_apps, *self.gateway.model_names()]
 
     def _seed_prompts(self) -> None:
+        """The default RAG prompt as version 1, labelled production in every environment that has no such label."""
         try:
-            self.prompts.get(DEFAULT_RAG_PROMPT_NAME, label="production")
+            version = self.prompts.latest(DEFAULT_RAG_PROMPT_NAME).version
         except PromptNotFoundError:
             version = self.prompts.create(
                 DEFAULT_RAG_PROMPT_NAME,
                 DEFAULT_RAG_PROMPT,
                 author="llmops",
+                variables=DEFAULT_RAG_VARIABLES,
                 commit_message="default RAG prompt",
                 description="Answer from numbered sources, with citations.",
-            )
-            self.prompts.set_label(DEFAULT_RAG_PROMPT_NAME, "production", version.version, by="llmops")
+            ).version
+        for environment in self.settings.environments:
+            if "production" in self.prompts.labels(DEFAULT_RAG_PROMPT_NAME, environment):
+                continue
+            try:
+                self.prompts.move_label(
+                    DEFAULT_RAG_PROMPT_NAME, "production", version, environment=environment, by="llmops", reason="seed"
+                )
+            except ApprovalRequiredError:
+                continue  # a protected label is set through a change request, never by the seed
 
     def _build_providers(self) -> dict[str, Provider]:
         providers: dict[str, Provider] = {}

@@ -44,6 +44,8 @@ class RagConfig(BaseModel):
     name: str = "handbook-rag"
     model: str = "smollm2-135m-instruct"
     prompt: str = "rag-default"
+    prompt_label: str = "production"
+    environment: str | None = Field(default=None, description="whose labels to follow; the platform's by default")
     top_k: int = Field(default=4, ge=1, le=50)
     # On the sample handbook with MiniLM, 100 real questions scored 0.25 to 0.81 against their best chunk and ten
     # unrelated ones (capital of France, a poem, a stock price) 0.04 to 0.15.
@@ -83,6 +85,9 @@ class Settings(BaseSettings):
     embedding_threads: int = Field(default=1, ge=1)
     chunk_tokens: int = Field(default=200, ge=16, le=256)
     chunk_overlap_tokens: int = Field(default=32, ge=0)
+    environment: str = Field(default="dev", description="the environment this process serves (its prompt labels)")
+    environments: list[str] = Field(default_factory=lambda: ["dev", "staging", "prod"], min_length=1)
+    prompt_cache_ttl_s: float = Field(default=10.0, ge=0.0)
     models: list[ModelConfig] = Field(default_factory=_default_models)
     rag_apps: list[RagConfig] = Field(default_factory=lambda: [RagConfig()])
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_RAG_PROMPT", "DEFAULT_RAG_PROMPT_NAME"]
+__all__ = ["DEFAULT_RAG_PROMPT", "DEFAULT_RAG_PROMPT_NAME", "DEFAULT_RAG_VARIABLES"]
 
 DEFAULT_RAG_PROMPT_NAME = "rag-default"
 
@@ -23,3 +23,5 @@ DEFAULT_RAG_PROMPT: list[dict[str, str]] = [
     },
     {"role": "user", "content": "{{ question }}"},
 ]
+
+DEFAULT_RAG_VARIABLES = {"question": "str", "sources": "list"}

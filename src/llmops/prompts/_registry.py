@@ -1,23 +1,40 @@
-"""The prompt registry: immutable numbered versions, and labels (``production``) that point at them."""
+"""The prompt registry: immutable numbered versions, lifecycle stages, labels per environment, and their history.
+
+Moving a label that a policy protects goes through `Approvals` (``registry.approvals``); A/B tests and canaries
+through `Experiments` (``registry.experiments``).
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
 
-from llmops.prompts._tables import PromptLabelRow, PromptRow, PromptVersionRow
+from llmops.prompts._cache import StaleCache
+from llmops.prompts._model import (
+    ALLOWED_STAGE_MOVES,
+    STAGES,
+    PromptSpec,
+    PromptVersion,
+    check_name,
+    check_variable_values,
+)
+from llmops.prompts._tables import LabelHistoryRow, PromptLabelRow, PromptRow, PromptStageRow, PromptVersionRow
 from llmops.prompts._template import PromptTemplateError, TemplateRenderer
 from llmops.store import Store
 
-__all__ = ["PromptNotFoundError", "PromptRegistry", "PromptVersion"]
+__all__ = ["HistoryEntry", "PromptNotFoundError", "PromptRegistry", "VersionInfo"]
 
-_ROLES = frozenset({"system", "user", "assistant"})
+DEFAULT_ENVIRONMENTS = ("dev", "staging", "prod")
+RoleLookup = Callable[[str], frozenset[str]]
 
 
 class PromptNotFoundError(LookupError):
@@ -25,46 +42,82 @@ class PromptNotFoundError(LookupError):
 
 
 @dataclass(frozen=True)
-class PromptVersion:
-    """One immutable version. ``render`` fills its messages in the sandbox."""
-
-    name: str
+class VersionInfo:
     version: int
-    messages: list[dict[str, str]]
-    variables: list[str]
-    params: dict[str, Any]
-    content_hash: str
+    stage: str
+    archived: bool
     author: str
     commit_message: str
     created_at: datetime
+    content_hash: str
+    labels: list[str]  # "environment/label"
 
-    @classmethod
-    def _from_row(cls, row: PromptVersionRow) -> PromptVersion:
-        return cls(
-            name=row.prompt_name,
-            version=row.version,
-            messages=list(row.messages),
-            variables=list(row.variables),
-            params=dict(row.params),
-            content_hash=row.content_hash,
-            author=row.author,
-            commit_message=row.commit_message,
-            created_at=row.created_at,
-        )
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    id: int
+    kind: str
+    environment: str | None
+    label: str | None
+    from_version: int | None
+    to_version: int | None
+    detail: str
+    actor: str
+    change_request_id: int | None
+    at: datetime
+
+
+def _version_from_row(row: PromptVersionRow) -> PromptVersion:
+    types = dict(row.variable_types or {})
+    return PromptVersion(
+        name=row.prompt_name,
+        version=row.version,
+        messages=list(row.messages),
+        variables={name: types.get(name, "any") for name in row.variables},
+        params=dict(row.params),
+        examples=list(row.examples or []),
+        tags=list(row.tags or []),
+        content_hash=row.content_hash,
+        author=row.author,
+        commit_message=row.commit_message,
+        created_at=row.created_at,
+    )
 
 
 class PromptRegistry:
-    """Stores prompt versions and labels, and renders versions.
+    """Stores prompt versions and labels, and renders versions in the sandbox.
 
     >>> v = registry.create("greet", [{"role": "user", "content": "Hi {{ name }}"}], author="ana")  # doctest: +SKIP
-    >>> registry.set_label("greet", "production", v.version, by="ana")                            # doctest: +SKIP
-    >>> registry.render(registry.get("greet"), {"name": "Bo"})                                    # doctest: +SKIP
+    >>> registry.move_label("greet", "production", v.version, environment="dev", by="ana")        # doctest: +SKIP
+    >>> registry.render(registry.get("greet", environment="dev"), {"name": "Bo"})                 # doctest: +SKIP
     [{'role': 'user', 'content': 'Hi Bo'}]
     """
 
-    def __init__(self, store: Store, renderer: TemplateRenderer | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        renderer: TemplateRenderer | None = None,
+        *,
+        roles: RoleLookup | None = None,
+        environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
+        default_environment: str = "dev",
+        cache_ttl: float = 10.0,
+    ) -> None:
+        from llmops.prompts._approvals import Approvals
+        from llmops.prompts._experiments import Experiments
+
         self._store = store
         self.renderer = renderer or TemplateRenderer()
+        self.environments = tuple(check_name("environment", e) for e in environments)
+        if default_environment not in self.environments:
+            raise ValueError(f"default environment {default_environment!r} is not one of {self.environments}")
+        self.default_environment = default_environment
+        self._labels_cache: StaleCache[PromptVersion] = StaleCache(cache_ttl, (OperationalError, OSError))
+        self._versions_cache: dict[tuple[str, int], PromptVersion] = {}  # versions never change: no expiry
+        self.approvals = Approvals(store, self, roles or (lambda _user: frozenset()))
+        self.experiments = Experiments(store, self, cache_ttl=cache_ttl)
+
+    # ---- versions ---------------------------------------------------------------------------------------------
 
     def create(
         self,
@@ -72,34 +125,53 @@ class PromptRegistry:
         messages: list[dict[str, str]],
         *,
         author: str,
+        variables: dict[str, str] | None = None,
         params: dict[str, Any] | None = None,
+        examples: list[dict[str, Any]] | None = None,
+        tags: list[str] | None = None,
         commit_message: str = "",
         description: str = "",
     ) -> PromptVersion:
-        """Save a new version, or return the newest version if its content is identical (no new version)."""
-        messages = _validated_messages(messages)
-        variables = sorted(set().union(*(self.renderer.variables(m["content"]) for m in messages)))
-        params = dict(params or {})
-        content = json.dumps({"messages": messages, "params": params}, sort_keys=True, ensure_ascii=False)
-        content_hash = hashlib.sha256(content.encode()).hexdigest()
+        """Save a new version (stage ``draft``), or return the newest one if its content is identical."""
+        check_name("prompt name", name)
+        spec = PromptSpec.parse(
+            {
+                "messages": messages,
+                "variables": variables,
+                "params": params or {},
+                "examples": examples or [],
+                "tags": tags or [],
+            }
+        )
+        used = set().union(*(self.renderer.variables(m.content) for m in spec.messages))
+        declared = dict(spec.variables) if spec.variables is not None else dict.fromkeys(sorted(used), "any")
+        undeclared = used - declared.keys()
+        if undeclared:
+            raise PromptTemplateError(f"the templates use undeclared variables {sorted(undeclared)}")
+        content: dict[str, Any] = {
+            "messages": [m.model_dump() for m in spec.messages],
+            "variables": declared,
+            "params": spec.params.model_dump(exclude_none=True),
+            "examples": spec.examples,
+            "tags": sorted(set(spec.tags)),
+        }
+        content_hash = hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         with self._store.session() as session:
             if session.get(PromptRow, name) is None:
                 session.add(PromptRow(name=name, description=description, created_at=datetime.now(UTC)))
                 session.flush()
-            latest = session.scalars(
-                select(PromptVersionRow)
-                .where(PromptVersionRow.prompt_name == name)
-                .order_by(PromptVersionRow.version.desc())
-                .limit(1)
-            ).first()
+            latest = self._latest_row(session, name)
             if latest is not None and latest.content_hash == content_hash:
-                return PromptVersion._from_row(latest)
+                return _version_from_row(latest)
             row = PromptVersionRow(
                 prompt_name=name,
                 version=(latest.version + 1) if latest else 1,
-                messages=messages,
-                variables=variables,
-                params=params,
+                messages=content["messages"],
+                variables=sorted(declared),
+                variable_types=declared,
+                params=content["params"],
+                examples=content["examples"],
+                tags=content["tags"],
                 content_hash=content_hash,
                 author=author,
                 commit_message=commit_message,
@@ -110,9 +182,21 @@ class PromptRegistry:
                 session.flush()
             except IntegrityError as exc:  # another writer took the same version number
                 raise RuntimeError(f"concurrent change to prompt {name!r}; retry") from exc
-            return PromptVersion._from_row(row)
+            return _version_from_row(row)
+
+    @staticmethod
+    def _latest_row(session: Session, name: str) -> PromptVersionRow | None:
+        return session.scalars(
+            select(PromptVersionRow)
+            .where(PromptVersionRow.prompt_name == name)
+            .order_by(PromptVersionRow.version.desc())
+            .limit(1)
+        ).first()
 
     def get_version(self, name: str, version: int) -> PromptVersion:
+        cached = self._versions_cache.get((name, version))
+        if cached is not None:
+            return cached
         with self._store.session() as session:
             row = session.scalars(
                 select(PromptVersionRow).where(
@@ -121,69 +205,255 @@ class PromptRegistry:
             ).first()
             if row is None:
                 raise PromptNotFoundError(f"prompt {name!r} has no version {version}")
-            return PromptVersion._from_row(row)
+            found = _version_from_row(row)
+        self._versions_cache[(name, version)] = found
+        return found
 
-    def get(self, name: str, *, label: str = "production") -> PromptVersion:
-        """The version ``label`` points at."""
+    def latest(self, name: str) -> PromptVersion:
         with self._store.session() as session:
-            label_row = session.get(PromptLabelRow, (name, label))
-            if label_row is None:
-                raise PromptNotFoundError(f"prompt {name!r} has no label {label!r}")
-            version = label_row.version
-        return self.get_version(name, version)
-
-    def set_label(self, name: str, label: str, version: int, *, by: str) -> None:
-        self.get_version(name, version)  # refuses a version that does not exist
-        with self._store.session() as session:
-            row = session.get(PromptLabelRow, (name, label))
+            row = self._latest_row(session, name)
             if row is None:
-                row = PromptLabelRow(prompt_name=name, label=label)
-                session.add(row)
-            row.version = version
-            row.updated_at = datetime.now(UTC)
-            row.updated_by = by
+                raise PromptNotFoundError(f"no prompt named {name!r}")
+            return _version_from_row(row)
 
-    def labels(self, name: str) -> dict[str, int]:
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every version, oldest first, with its stage, archive flag and the labels pointing at it."""
         with self._store.session() as session:
-            rows = session.scalars(select(PromptLabelRow).where(PromptLabelRow.prompt_name == name))
-            return {row.label: row.version for row in rows}
+            rows = session.scalars(
+                select(PromptVersionRow).where(PromptVersionRow.prompt_name == name).order_by(PromptVersionRow.version)
+            ).all()
+            if not rows:
+                raise PromptNotFoundError(f"no prompt named {name!r}")
+            stages = {
+                s.version: s for s in session.scalars(select(PromptStageRow).where(PromptStageRow.prompt_name == name))
+            }
+            pointers = session.scalars(select(PromptLabelRow).where(PromptLabelRow.prompt_name == name)).all()
+        return [
+            VersionInfo(
+                version=r.version,
+                stage=stages[r.version].stage if r.version in stages else "draft",
+                archived=stages[r.version].archived if r.version in stages else False,
+                author=r.author,
+                commit_message=r.commit_message,
+                created_at=r.created_at,
+                content_hash=r.content_hash,
+                labels=sorted(f"{p.environment}/{p.label}" for p in pointers if p.version == r.version),
+            )
+            for r in rows
+        ]
 
     def list_prompts(self) -> list[dict[str, Any]]:
-        """Every prompt with its newest version number and labels."""
+        """Every prompt with its description, newest version number and labels per environment."""
         with self._store.session() as session:
             query = select(PromptVersionRow.prompt_name, func.max(PromptVersionRow.version)).group_by(
                 PromptVersionRow.prompt_name
             )
             newest = {name: version for name, version in session.execute(query)}
-            names = session.scalars(select(PromptRow.name).order_by(PromptRow.name)).all()
-        return [{"name": n, "latest_version": newest.get(n), "labels": self.labels(n)} for n in names]
+            prompts = session.scalars(select(PromptRow).order_by(PromptRow.name)).all()
+            pointers = session.scalars(select(PromptLabelRow)).all()
+        labels: dict[str, dict[str, dict[str, int]]] = {}
+        for p in pointers:
+            labels.setdefault(p.prompt_name, {}).setdefault(p.environment, {})[p.label] = p.version
+        return [
+            {
+                "name": p.name,
+                "description": p.description,
+                "latest_version": newest.get(p.name),
+                "labels": labels.get(p.name, {}),
+            }
+            for p in prompts
+        ]
+
+    def diff(self, name: str, a: int, b: int) -> str:
+        """A unified diff of two versions: messages, variables, parameters, examples and tags."""
+        left, right = self.get_version(name, a), self.get_version(name, b)
+        return "".join(
+            difflib.unified_diff(
+                _diffable(left).splitlines(keepends=True),
+                _diffable(right).splitlines(keepends=True),
+                fromfile=f"{name} v{a}",
+                tofile=f"{name} v{b}",
+            )
+        )
 
     def render(self, version: PromptVersion, variables: dict[str, Any]) -> list[dict[str, str]]:
-        """The version's messages with ``variables`` filled in; a missing or unknown variable is an error."""
-        declared = set(version.variables)
-        missing = declared - variables.keys()
-        unknown = variables.keys() - declared
-        if missing or unknown:
-            parts = []
-            if missing:
-                parts.append(f"missing {sorted(missing)}")
-            if unknown:
-                parts.append(f"unknown {sorted(unknown)}")
-            raise PromptTemplateError(
-                f"prompt {version.name!r} v{version.version} takes {sorted(declared)}: {'; '.join(parts)}"
-            )
+        """The version's messages with ``variables`` filled in; missing, unknown or mistyped variables are refused."""
+        check_variable_values(version, variables)
         return [{"role": m["role"], "content": self.renderer.render(m["content"], variables)} for m in version.messages]
 
+    # ---- lifecycle --------------------------------------------------------------------------------------------
 
-def _validated_messages(messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    if not messages:
-        raise PromptTemplateError("a prompt needs at least one message")
-    out = []
-    for i, message in enumerate(messages):
-        role, content = message.get("role"), message.get("content")
-        if role not in _ROLES:
-            raise PromptTemplateError(f"message {i}: role must be one of {sorted(_ROLES)}, not {role!r}")
-        if not isinstance(content, str):
-            raise PromptTemplateError(f"message {i}: content must be a string")
-        out.append({"role": role, "content": content})
-    return out
+    def stage(self, name: str, version: int) -> str:
+        self.get_version(name, version)
+        with self._store.session() as session:
+            row = session.get(PromptStageRow, (name, version))
+            return row.stage if row else "draft"
+
+    def set_stage(self, name: str, version: int, stage: str, *, by: str) -> None:
+        """Move a version along draft → testing → production → deprecated; other moves are refused."""
+        if stage not in STAGES:
+            raise PromptTemplateError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        self.get_version(name, version)
+        with self._store.session() as session:
+            row = session.get(PromptStageRow, (name, version))
+            current = row.stage if row else "draft"
+            if stage not in ALLOWED_STAGE_MOVES[current]:
+                allowed = ", ".join(sorted(ALLOWED_STAGE_MOVES[current])) or "none"
+                raise PromptTemplateError(f"{name} v{version} is {current}: it can move to {allowed}, not to {stage}")
+            if row is None:
+                row = PromptStageRow(prompt_name=name, version=version, archived=False)
+                session.add(row)
+            row.stage, row.updated_at, row.updated_by = stage, datetime.now(UTC), by
+            session.add(_history(name, "stage", by, to_version=version, detail=f"{current} -> {stage}"))
+
+    def archive(self, name: str, version: int, *, by: str) -> None:
+        """Hide a version from default listings; it stays readable and is never deleted."""
+        self.get_version(name, version)
+        with self._store.session() as session:
+            if any(
+                p.version == version
+                for p in session.scalars(select(PromptLabelRow).where(PromptLabelRow.prompt_name == name))
+            ):
+                raise PromptTemplateError(f"{name} v{version} has labels pointing at it; move them first")
+            row = session.get(PromptStageRow, (name, version))
+            if row is None:
+                row = PromptStageRow(prompt_name=name, version=version, stage="draft")
+                session.add(row)
+            row.archived, row.updated_at, row.updated_by = True, datetime.now(UTC), by
+            session.add(_history(name, "archive", by, to_version=version))
+
+    # ---- labels -----------------------------------------------------------------------------------------------
+
+    def _environment(self, environment: str | None) -> str:
+        env = environment or self.default_environment
+        if env not in self.environments:
+            raise PromptNotFoundError(f"unknown environment {env!r}; environments are {', '.join(self.environments)}")
+        return env
+
+    def resolve(self, name: str, *, label: str = "production", environment: str | None = None) -> PromptVersion:
+        """The version ``label`` points at in ``environment``, read from the store (no cache)."""
+        env = self._environment(environment)
+        with self._store.session() as session:
+            pointer = session.get(PromptLabelRow, (name, env, label))
+            if pointer is None:
+                raise PromptNotFoundError(f"prompt {name!r} has no label {label!r} in {env}")
+            version = pointer.version
+        return self.get_version(name, version)
+
+    def get(self, name: str, *, label: str = "production", environment: str | None = None) -> PromptVersion:
+        """Like `resolve`, cached for ``cache_ttl`` seconds; serves the last good version if the store is down."""
+        env = environment or self.default_environment
+        return self._labels_cache.get((name, env, label), lambda: self.resolve(name, label=label, environment=env))
+
+    def labels(self, name: str, environment: str | None = None) -> dict[str, int]:
+        env = self._environment(environment)
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(PromptLabelRow).where(PromptLabelRow.prompt_name == name, PromptLabelRow.environment == env)
+            )
+            return {row.label: row.version for row in rows}
+
+    def move_label(
+        self, name: str, label: str, version: int, *, environment: str | None = None, by: str, reason: str = ""
+    ) -> None:
+        """Point ``label`` at ``version``. A label protected by a policy is refused: request approval instead."""
+        env = self._environment(environment)
+        check_name("label", label)
+        self.get_version(name, version)
+        self.approvals.refuse_if_protected(name, env, label)
+        self._apply_move(name, env, label, version, by=by, reason=reason, kind="move")
+
+    def rollback(self, name: str, label: str, *, environment: str | None = None, by: str, reason: str = "") -> int:
+        """Undo the label's last move: put it back on the version it pointed at before. Returns that version.
+
+        Rollbacks stack like undo: rolling back twice after moves 1 → 2 → 3 returns to 2, then to 1. A rollback
+        restores a state that was already in force (and approved, if the label is protected), so it does not wait
+        for approvals; it is recorded like any move.
+        """
+        env = self._environment(environment)
+        with self._store.session() as session:
+            if session.get(PromptLabelRow, (name, env, label)) is None:
+                raise PromptNotFoundError(f"prompt {name!r} has no label {label!r} in {env}")
+            entries = session.scalars(
+                select(LabelHistoryRow)
+                .where(
+                    LabelHistoryRow.prompt_name == name,
+                    LabelHistoryRow.environment == env,
+                    LabelHistoryRow.label == label,
+                    LabelHistoryRow.kind.in_(("move", "rollback")),
+                )
+                .order_by(LabelHistoryRow.id)
+            ).all()
+        undo: list[int | None] = []
+        for entry in entries:
+            if entry.kind == "move":
+                undo.append(entry.from_version)
+            elif undo:
+                undo.pop()
+        target = undo[-1] if undo else None
+        if target is None:
+            raise PromptTemplateError(f"{name} {env}/{label} has no previous version to roll back to")
+        self._apply_move(name, env, label, target, by=by, reason=reason or "rollback", kind="rollback")
+        return target
+
+    def _apply_move(
+        self,
+        name: str,
+        environment: str,
+        label: str,
+        version: int,
+        *,
+        by: str,
+        reason: str,
+        kind: str,
+        change_request_id: int | None = None,
+    ) -> None:
+        with self._store.session() as session:
+            pointer = session.get(PromptLabelRow, (name, environment, label))
+            previous = pointer.version if pointer else None
+            if pointer is None:
+                pointer = PromptLabelRow(prompt_name=name, environment=environment, label=label)
+                session.add(pointer)
+            pointer.version, pointer.updated_at, pointer.updated_by = version, datetime.now(UTC), by
+            session.add(
+                _history(
+                    name,
+                    kind,
+                    by,
+                    environment=environment,
+                    label=label,
+                    from_version=previous,
+                    to_version=version,
+                    detail=reason,
+                    change_request_id=change_request_id,
+                )
+            )
+
+    def history(self, name: str) -> list[HistoryEntry]:
+        """Every label move, rollback, stage change and archive of the prompt, oldest first."""
+        with self._store.session() as session:
+            rows = session.scalars(
+                select(LabelHistoryRow).where(LabelHistoryRow.prompt_name == name).order_by(LabelHistoryRow.id)
+            ).all()
+        return [
+            HistoryEntry(
+                r.id, r.kind, r.environment, r.label, r.from_version, r.to_version, r.detail, r.actor,
+                r.change_request_id, r.at,
+            )
+            for r in rows
+        ]  # fmt: skip
+
+
+def _history(name: str, kind: str, actor: str, **fields: Any) -> LabelHistoryRow:
+    return LabelHistoryRow(prompt_name=name, kind=kind, actor=actor, at=datetime.now(UTC), **fields)
+
+
+def _diffable(version: PromptVersion) -> str:
+    parts = [f"### {m['role']}\n{m['content']}\n" for m in version.messages]
+    parts.append("### variables\n" + "".join(f"{k}: {v}\n" for k, v in sorted(version.variables.items())))
+    parts.append("### params\n" + "".join(f"{k}: {json.dumps(v)}\n" for k, v in sorted(version.params.items())))
+    if version.examples:
+        parts.append("### examples\n" + "".join(json.dumps(e, sort_keys=True) + "\n" for e in version.examples))
+    if version.tags:
+        parts.append("### tags\n" + ", ".join(version.tags) + "\n")
+    return "\n".join(parts)

@@ -23,7 +23,7 @@ from llmops._spans import mark_error
 from llmops.gateway import ChatRequest, ChatResult, Gateway, TextDelta, Usage
 from llmops.guardrails import GuardrailPipeline
 from llmops.knowledge import KnowledgeBase, RetrievedChunk
-from llmops.prompts import PromptRegistry
+from llmops.prompts import Experiment, PromptRegistry, PromptVersion
 
 __all__ = ["ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
 
@@ -112,17 +112,22 @@ class RagPipeline:
         assert answer is not None  # stream() always ends with the answer or raises
         return answer
 
-    async def stream(self, question: str, *, request_id: str | None = None) -> AsyncIterator[TextDelta | RagAnswer]:
+    async def stream(
+        self, question: str, *, request_id: str | None = None, user: str | None = None
+    ) -> AsyncIterator[TextDelta | RagAnswer]:
         """Yields the answer's text as it is generated, then the complete `RagAnswer`.
 
         The request's trace is stored before the `RagAnswer` is yielded, so an answer in hand always has its trace.
+        ``user`` (a user or session id) keeps the caller on one variant while a prompt experiment runs.
         """
         request_id = request_id or new_request_id()
         root = self._tracer.start_span(f"rag {self.config.name}", kind=trace.SpanKind.SERVER)
         root.set_attributes({"llmops.request_id": request_id, "llmops.rag.app": self.config.name})
+        variant = _Variant(key=user or request_id)
         answer: RagAnswer | None = None
+        started = time.perf_counter()
         try:
-            async for event in self._run(question, request_id, root):
+            async for event in self._run(question, request_id, root, variant):
                 if isinstance(event, RagAnswer):
                     answer = event
                 else:
@@ -132,10 +137,43 @@ class RagPipeline:
             raise
         finally:
             root.end()
+            if variant.experiment is not None:
+                await self._record_outcomes(variant, request_id, answer, started)
         assert answer is not None
         yield answer
 
-    async def _run(self, question: str, request_id: str, root: trace.Span) -> AsyncIterator[TextDelta | RagAnswer]:
+    async def _record_outcomes(
+        self, variant: _Variant, request_id: str, answer: RagAnswer | None, started: float
+    ) -> None:
+        """What an experiment compares variants on, recorded for every request it served."""
+        experiment = variant.experiment
+        assert experiment is not None and variant.version is not None
+        values = {"latency_ms": (time.perf_counter() - started) * 1000, "error": 0.0 if answer else 1.0}
+        if answer is not None:
+            values.update(
+                cost_usd=answer.cost_usd,
+                guardrail_blocked=float(answer.blocked),
+                abstained=float(answer.abstained),
+                output_tokens=float(answer.usage.output_tokens if answer.usage else 0),
+            )
+        experiments = self._prompts.experiments
+        await asyncio.to_thread(experiments.record_outcomes, experiment.id, variant.version, request_id, values)
+        if experiments.count_request(experiment):
+            await asyncio.to_thread(experiments.evaluate, experiment.id)
+
+    def _prompt(self, variant: _Variant) -> PromptVersion:
+        """The labelled version, or the variant an experiment on that label assigns to this caller."""
+        config = self.config
+        env = config.environment or self._prompts.default_environment
+        experiment = self._prompts.experiments.active(config.prompt, env, config.prompt_label)
+        if experiment is None:
+            return self._prompts.get(config.prompt, label=config.prompt_label, environment=env)
+        variant.experiment, variant.version = experiment, experiment.assign(variant.key)
+        return self._prompts.get_version(config.prompt, variant.version)
+
+    async def _run(
+        self, question: str, request_id: str, root: trace.Span, variant: _Variant
+    ) -> AsyncIterator[TextDelta | RagAnswer]:
         config = self.config
         started = time.perf_counter()
         ctx = trace.set_span_in_context(root)
@@ -185,23 +223,22 @@ class RagPipeline:
             )
 
         with self._stage("render_prompt", ctx, stages) as span:
-            prompt = self._prompts.get(config.prompt, label="production")
+            prompt = self._prompt(variant)
             messages = self._render_fitting(prompt, question, packed)
             span.set_attributes(
                 {
                     genai.GEN_AI_PROMPT_NAME: prompt.name,
                     "llmops.prompt.version": prompt.version,
-                    "llmops.prompt.label": "production",
+                    "llmops.prompt.label": config.prompt_label,
                     "llmops.context.chunks": len(packed),
                 }
             )
+            if variant.experiment is not None:
+                root.set_attributes(
+                    {"llmops.prompt.experiment": variant.experiment.id, "llmops.prompt.variant": prompt.version}
+                )
 
-        request = ChatRequest(
-            model=config.model,
-            messages=messages,
-            max_tokens=config.max_answer_tokens,
-            temperature=config.temperature,
-        )
+        request = self._chat_request(prompt, messages)
         result: ChatResult | None = None
         generate_started = time.perf_counter()
         async for event in self._gateway.stream(request, context=ctx):
@@ -236,6 +273,19 @@ class RagPipeline:
         )
         yield answer
 
+    def _chat_request(self, prompt: PromptVersion, messages: list[dict[str, str]]) -> ChatRequest:
+        """The app's generation settings, overridden by the prompt version's own parameters where it has them."""
+        config, params = self.config, prompt.params
+        model = params.get("model") if params.get("model") in self._gateway.model_names() else config.model
+        return ChatRequest(
+            model=str(model),
+            messages=messages,
+            max_tokens=int(params.get("max_tokens", config.max_answer_tokens)),
+            temperature=float(params.get("temperature", config.temperature)),
+            top_p=float(params.get("top_p", 1.0)),
+            stop=tuple(params.get("stop") or ()),
+        )
+
     def _stage(self, name: str, ctx: Context, stages: dict[str, float]) -> _Stage:
         return _Stage(self._tracer, name, ctx, stages)
 
@@ -251,9 +301,12 @@ class RagPipeline:
                 used += tokens
         return packed or hits[:1]
 
-    def _render_fitting(self, prompt: Any, question: str, packed: list[RetrievedChunk]) -> list[dict[str, str]]:
+    def _render_fitting(
+        self, prompt: PromptVersion, question: str, packed: list[RetrievedChunk]
+    ) -> list[dict[str, str]]:
         """Render; while the prompt and the answer would overflow the model's window, drop the least similar chunk."""
         window = self._gateway.model(self.config.model).context_window
+        answer_tokens = int(prompt.params.get("max_tokens", self.config.max_answer_tokens))
         while True:
             sources = [
                 {"title": h.title, "heading": h.heading, "text": h.text, "source": h.source, "page": h.page}
@@ -263,7 +316,7 @@ class RagPipeline:
             tokens = sum(
                 self._gateway.count_tokens(self.config.model, m["content"]) + _MESSAGE_OVERHEAD_TOKENS for m in messages
             )
-            if tokens + self.config.max_answer_tokens <= window or len(packed) <= 1:
+            if tokens + answer_tokens <= window or len(packed) <= 1:
                 return messages
             packed.pop()
 
@@ -297,6 +350,15 @@ class RagPipeline:
             duration_ms=(time.perf_counter() - started) * 1000,
             stages_ms=dict(stages),
         )
+
+
+@dataclass
+class _Variant:
+    """Which experiment variant served a request (filled in when the prompt is chosen)."""
+
+    key: str
+    experiment: Experiment | None = None
+    version: int | None = None
 
 
 class _Stage:
