@@ -146,7 +146,7 @@ def test_lifecycle_moves_are_enforced(platform: Platform) -> None:
     assert platform.prompts.stage("p", 1) == "testing"
     with pytest.raises(PromptTemplateError, match="unknown stage"):
         platform.prompts.set_stage("p", 1, "live", by="ana")
-    assert [h.detail for h in platform.prompts.history("p") if h.kind == "stage"][0] == "draft -> testing"
+    assert next(h.detail for h in platform.prompts.history("p") if h.kind == "stage") == "draft -> testing"
 
 
 def test_archive_keeps_the_version_readable(platform: Platform) -> None:

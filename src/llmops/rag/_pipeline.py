@@ -104,9 +104,9 @@ class RagPipeline:
         self._guardrails = guardrails
         self._tracer = tracer
 
-    async def ask(self, question: str, *, request_id: str | None = None) -> RagAnswer:
+    async def ask(self, question: str, *, request_id: str | None = None, user: str | None = None) -> RagAnswer:
         answer: RagAnswer | None = None
-        async for event in self.stream(question, request_id=request_id):
+        async for event in self.stream(question, request_id=request_id, user=user):
             if isinstance(event, RagAnswer):
                 answer = event
         assert answer is not None  # stream() always ends with the answer or raises

@@ -11,6 +11,7 @@ from llmops._platform import Platform
 from llmops.server._api import api_router
 from llmops.server._limits import BodySizeLimit
 from llmops.server._openai_api import openai_router
+from llmops.server._prompts_api import prompts_router
 
 __all__ = ["create_app"]
 
@@ -20,6 +21,7 @@ def create_app(platform: Platform) -> FastAPI:
     app = FastAPI(title="llmops", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.include_router(openai_router(platform))
     app.include_router(api_router(platform))
+    app.include_router(prompts_router(platform))
     page = (resources.files("llmops.server") / "_static" / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
