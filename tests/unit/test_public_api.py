@@ -16,9 +16,13 @@ EXPECTED = {
         "clean_text", "default_parsers",
     },
     "llmops.prompts": {
-        "DEFAULT_RAG_PROMPT", "DEFAULT_RAG_PROMPT_NAME", "PromptNotFoundError", "PromptRegistry",
-        "PromptTemplateError", "PromptVersion", "TemplateRenderer",
+        "ALLOWED_STAGE_MOVES", "DEFAULT_RAG_PROMPT", "DEFAULT_RAG_PROMPT_NAME", "DEFAULT_RAG_VARIABLES",
+        "METRIC_DIRECTIONS", "STAGES", "ApprovalRequiredError", "Approvals", "ChangeRequest", "Comparison",
+        "Experiment", "ExperimentSettings", "Experiments", "HistoryEntry", "ModelParams", "Policy", "PromptClient",
+        "PromptNotFoundError", "PromptRegistry", "PromptSpec", "PromptTemplateError", "PromptVersion", "PushReport",
+        "ReviewRefusedError", "TemplateRenderer", "VersionInfo", "compare", "pull_prompts", "push_prompts",
     },
+    "llmops.governance": {"ROLES", "RoleDirectory"},
     "llmops.gateway": {
         "ChatRequest", "ChatResult", "Finish", "Gateway", "LocalLlamaProvider", "OpenAICompatibleProvider", "Price",
         "PriceTable", "Provider", "ProviderError", "StreamEvent", "TextDelta", "UnknownModelError", "Usage",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from importlib import resources
 
 import pytest
 import sqlalchemy as sa
@@ -14,8 +15,10 @@ from llmops.store import Store, StoreError
 
 TABLES = {
     "alembic_version", "chunks", "documents", "index_snapshots", "prompt_labels", "prompt_versions", "prompts",
-    "spans", "traces",
+    "spans", "traces", "prompt_stages", "prompt_history", "prompt_policies", "prompt_change_requests",
+    "prompt_reviews", "prompt_checks", "prompt_experiments", "prompt_experiment_outcomes", "role_grants",
 }  # fmt: skip
+HEAD = "0002"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:
@@ -24,7 +27,7 @@ def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> Non
     store.migrate()
     assert set(sa.inspect(store.engine).get_table_names()) >= TABLES
     with store.engine.connect() as connection:
-        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == HEAD
     store.close()
 
 
@@ -146,3 +149,25 @@ def test_password_is_hidden_in_messages() -> None:
     with pytest.raises(StoreError) as raised:
         store.migrate()
     assert "s3cret" not in str(raised.value)
+
+
+def test_upgrading_keeps_existing_labels(database_url: str) -> None:
+    """A database made by 0001 keeps its labels when 0002 makes labels per environment (they land in dev)."""
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("llmops.store") / "migrations"))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    now = datetime.now(UTC)
+    with store.engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO prompts VALUES ('p', '', :t)"), {"t": now})
+        connection.execute(sa.text("INSERT INTO prompt_labels VALUES ('p', 'production', 1, :t, 'x')"), {"t": now})
+    store.migrate()
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT prompt_name, environment, label, version FROM prompt_labels")).all()
+    assert [tuple(r) for r in rows] == [("p", "dev", "production", 1)]
+    store.close()

@@ -9,28 +9,27 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 
-from llmops._platform import Platform
-from llmops._settings import Settings
+from llmops.cli._common import console, errors, open_platform, with_platform
+from llmops.cli._prompts import prompts_app, roles_app
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(help="llmops: the production loop for LLM applications.", no_args_is_help=True)
-prompts_app = typer.Typer(help="The prompt registry.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+app.add_typer(roles_app, name="roles")
 
-
-def _platform() -> Platform:
-    try:
-        return Platform(Settings())
-    except Exception as exc:
-        errors.print(f"[red]cannot start llmops:[/] {exc}")
-        raise typer.Exit(2) from exc
+_TRACE_DETAILS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "llmops.ttft_ms",
+    "llmops.tokens_per_s",
+    "llmops.cost_usd",
+    "llmops.retrieval.hits",
+    "llmops.prompt.version",
+)
 
 
 @app.command()
@@ -43,17 +42,17 @@ def up(
 
     from llmops.server import create_app
 
-    platform = _platform()
-    settings = platform.settings
-    bind_host, bind_port = host or settings.host, port or settings.port
-    platform.gateway.count_tokens(platform.rag().config.model, "warm up")  # load the model before the first request
-    console.print(
-        f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] (models: {', '.join(platform.served_models())})"
-    )
-    try:
-        uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False)
-    finally:
-        asyncio.run(platform.aclose())
+    with open_platform() as platform:
+        settings = platform.settings
+        bind_host, bind_port = host or settings.host, port or settings.port
+        platform.gateway.count_tokens(platform.rag().config.model, "warm up")  # load the model before any request
+        console.print(
+            f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] (models: {', '.join(platform.served_models())})"
+        )
+        try:
+            uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False)
+        finally:
+            asyncio.run(platform.gateway.aclose())
 
 
 @app.command()
@@ -61,12 +60,12 @@ def ingest(
     path: Annotated[Path, typer.Argument(help="a file or a folder of Markdown, text, HTML and PDF files")],
 ) -> None:
     """Parse, chunk, embed and index documents. Unchanged files are skipped; broken files are reported."""
-    platform = _platform()
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
     if not files:
         errors.print(f"[red]nothing to ingest:[/] {path} is not a file or a folder with files")
         raise typer.Exit(2)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console)
+    with open_platform() as platform, progress as bar:
         task = bar.add_task("ingesting", total=len(files))
         report = platform.knowledge.ingest(path, on_progress=lambda _source, _status: bar.advance(task))
     table = Table("result", "documents")
@@ -79,8 +78,7 @@ def ingest(
         f"{report.chunks_written} chunks written in {report.seconds:.2f} s; index snapshot {report.snapshot_id}"
     )
     for source, reason in report.failed:
-        errors.print(f"[red]failed[/] {source}: {reason}")
-    platform.close()
+        errors.print(f"[red]failed[/] {source}: {reason}", highlight=False)
     if report.failed:
         raise typer.Exit(1)
 
@@ -92,18 +90,19 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="print the whole answer as JSON")] = False,
 ) -> None:
     """Answer a question from the knowledge base, with citations."""
-    platform = _platform()
-    try:
-        answer = asyncio.run(platform.rag(app_name).ask(question))
-    finally:
-        asyncio.run(platform.aclose())
+    with open_platform() as platform:
+        try:
+            answer = asyncio.run(platform.rag(app_name).ask(question))
+        finally:
+            asyncio.run(platform.gateway.aclose())
     if as_json:
         console.print_json(json.dumps(answer.to_dict()))
         return
-    console.print(answer.answer)
+    console.print(answer.answer, markup=False, highlight=False)
     for c in answer.citations:
         where = c.heading or (f"page {c.page}" if c.page else "")
-        console.print(f"  [{c.number}]{'*' if c.cited else ' '} {c.title} — {where} ({c.source}, score {c.score:.3f})")
+        console.print(f"  [{c.number}]{'*' if c.cited else ' '} {c.title} — {where} ({c.source}, score {c.score:.3f})",
+                      markup=False, highlight=False)  # fmt: skip
     console.print(f"[dim]request {answer.request_id} · {answer.duration_ms:.0f} ms[/]")
 
 
@@ -115,82 +114,27 @@ def traces(
     limit: Annotated[int, typer.Option(help="how many traces to list")] = 20,
 ) -> None:
     """List recent traces, or show one trace's spans with durations, tokens, TTFT and cost."""
-    platform = _platform()
-    try:
-        if request_id is None:
-            table = Table(Column("request id", no_wrap=True), "name", "created (UTC)", "ms", "status")
-            for t in platform.traces.recent(limit):
-                created = t["created_at"][:19].replace("T", " ")
-                table.add_row(t["request_id"], t["name"], created, f"{t['duration_ms']:.1f}", t["status"])
-            console.print(table)
-            return
-        try:
-            found = platform.traces.get(request_id)
-        except LookupError as exc:
-            errors.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from exc
-        table = Table("span", "ms", "status", "details", title=f"{found['request_id']} (trace {found['trace_id']})")
-        for span in found["spans"]:
-            attrs = span["attributes"]
-            details = "  ".join(
-                f"{key.rsplit('.', 1)[-1]}={attrs[key]}"
-                for key in (
-                    "gen_ai.usage.input_tokens",
-                    "gen_ai.usage.output_tokens",
-                    "llmops.ttft_ms",
-                    "llmops.tokens_per_s",
-                    "llmops.cost_usd",
-                    "llmops.retrieval.hits",
-                    "llmops.prompt.version",
-                )
-                if key in attrs
-            )
-            table.add_row("  " * span["depth"] + span["name"], f"{span['duration_ms']:.1f}", span["status"], details)
+    if request_id is None:
+        table = Table(Column("request id", no_wrap=True), "name", "created (UTC)", "ms", "status")
+        for t in with_platform(lambda p: p.traces.recent(limit)):
+            created = t["created_at"][:19].replace("T", " ")
+            table.add_row(t["request_id"], t["name"], created, f"{t['duration_ms']:.1f}", t["status"])
         console.print(table)
-    finally:
-        platform.close()
+        return
+    found = with_platform(lambda p: p.traces.get(request_id))
+    table = Table("span", "ms", "status", "details", title=f"{found['request_id']} (trace {found['trace_id']})")
+    for span in found["spans"]:
+        attrs = span["attributes"]
+        details = "  ".join(f"{key.rsplit('.', 1)[-1]}={attrs[key]}" for key in _TRACE_DETAILS if key in attrs)
+        table.add_row("  " * span["depth"] + span["name"], f"{span['duration_ms']:.1f}", span["status"], details)
+    console.print(table)
 
 
 @app.command()
 def models() -> None:
     """List the model names clients can use (RAG apps and gateway models)."""
-    platform = _platform()
-    for name in platform.served_models():
+    for name in with_platform(lambda p: p.served_models()):
         console.print(name)
-    platform.close()
-
-
-@prompts_app.command("list")
-def prompts_list() -> None:
-    """Every prompt with its newest version and labels."""
-    platform = _platform()
-    table = Table("name", "latest version", "labels")
-    for p in platform.prompts.list_prompts():
-        table.add_row(p["name"], str(p["latest_version"]), ", ".join(f"{k}→v{v}" for k, v in p["labels"].items()))
-    console.print(table)
-    platform.close()
-
-
-@prompts_app.command("show")
-def prompts_show(
-    name: str,
-    version: Annotated[int | None, typer.Option(help="a version number; the production label if omitted")] = None,
-) -> None:
-    """Print a prompt version's messages and parameters."""
-    platform = _platform()
-    try:
-        v = platform.prompts.get_version(name, version) if version else platform.prompts.get(name)
-    except LookupError as exc:
-        errors.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
-    finally:
-        platform.close()
-    console.print(
-        f"[bold]{v.name}[/] v{v.version} by {v.author} at {v.created_at:%Y-%m-%d %H:%M} ({v.content_hash[:12]})"
-    )
-    for m in v.messages:
-        console.rule(m["role"])
-        console.print(m["content"], markup=False, highlight=False)
 
 
 def main() -> None:
