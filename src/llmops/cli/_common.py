@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -13,10 +14,11 @@ from llmops._platform import Platform
 from llmops._settings import Settings
 from llmops.prompts import ApprovalRequiredError, PromptTemplateError, ReviewRefusedError
 
-__all__ = ["console", "errors", "open_platform", "with_platform"]
+__all__ = ["console", "errors", "message", "open_platform", "with_platform"]
 
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# Piped output (a file, grep, CI logs) is not cut to 80 columns: tables keep whole ids and labels on one line.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+errors = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 T = TypeVar("T")
 
 # Errors that mean "you asked for something that cannot be": one red line, exit code 1, no traceback.
@@ -34,10 +36,15 @@ def open_platform() -> Iterator[Platform]:
     try:
         yield platform
     except _USER_ERRORS as exc:
-        errors.print(f"[red]{str(exc).strip(chr(39))}[/]", highlight=False)
+        errors.print(f"[red]{message(exc)}[/]", highlight=False)
         raise typer.Exit(1) from exc
     finally:
         platform.close()
+
+
+def message(exc: BaseException) -> str:
+    """The error's own words (``str(KeyError("x"))`` would add quotes)."""
+    return str(exc.args[0]) if len(exc.args) == 1 else str(exc)
 
 
 def with_platform(fn: Callable[[Platform], T]) -> T:

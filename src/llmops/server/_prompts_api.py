@@ -125,7 +125,7 @@ async def _call(fn: Callable[[], T]) -> T:
     try:
         return await asyncio.to_thread(fn)
     except (PromptNotFoundError, LookupError) as exc:
-        raise HTTPException(404, str(exc).strip("'\"")) from exc
+        raise HTTPException(404, str(exc.args[0]) if len(exc.args) == 1 else str(exc)) from exc
     except ApprovalRequiredError as exc:
         raise HTTPException(409, str(exc)) from exc
     except (ReviewRefusedError, PermissionError) as exc:
