@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -115,3 +116,18 @@ def test_experiments_over_http(api: httpx.Client) -> None:
     stopped = api.post(f"/api/prompt-experiments/{experiment['id']}/stop", json={}, headers=_as("ana"))
     assert stopped.json()["status"] == "stopped"
     assert api.post("/api/outcomes", json={"request_id": "req_x", "metric": "feedback", "value": 1}).status_code == 404
+
+
+def test_the_prompts_page_only_calls_routes_that_exist(api: httpx.Client) -> None:
+    page = api.get("/prompts")
+    assert page.status_code == 200
+    for section in ("Versions", "Labels", "History", "Diff", "Pending approvals", "Experiments"):
+        assert section in page.text
+    routes = [
+        re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$") for path in api.get("/openapi.json").json()["paths"]
+    ]
+    # Every API path the page's script builds, with ${...} interpolations standing for one path segment.
+    called = {re.sub(r"\$\{[^}]+\}", "X", m).split("?")[0] for m in re.findall(r"[`\"](/api/[^`\"]*)[`\"]", page.text)}
+    assert len(called) >= 6, called
+    for path in called:
+        assert any(route.match(path) for route in routes), f"the page calls {path}, which is no route"

@@ -15,6 +15,8 @@ from llmops.server._prompts_api import prompts_router
 
 __all__ = ["create_app"]
 
+_PAGES = {"/": "index.html", "/prompts": "prompts.html"}
+
 
 def create_app(platform: Platform) -> FastAPI:
     """The ASGI app. The caller owns ``platform`` and closes it."""
@@ -22,11 +24,16 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(openai_router(platform))
     app.include_router(api_router(platform))
     app.include_router(prompts_router(platform))
-    page = (resources.files("llmops.server") / "_static" / "index.html").read_text(encoding="utf-8")
+    static = resources.files("llmops.server") / "_static"
+    pages = {path: (static / file).read_text(encoding="utf-8") for path, file in _PAGES.items()}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
-        return page
+        return pages["/"]
+
+    @app.get("/prompts", response_class=HTMLResponse, include_in_schema=False)
+    async def prompts_page() -> str:
+        return pages["/prompts"]
 
     app.add_middleware(BodySizeLimit, max_bytes=platform.settings.max_request_bytes)
     return app
