@@ -309,8 +309,15 @@ class RagPipeline:
         answer_tokens = int(prompt.params.get("max_tokens", self.config.max_answer_tokens))
         while True:
             sources = [
-                {"title": h.title, "heading": h.heading, "text": h.text, "source": h.source, "page": h.page}
-                for h in packed
+                {
+                    "number": n,
+                    "title": h.title,
+                    "heading": h.heading,
+                    "text": h.text,
+                    "source": h.source,
+                    "page": h.page,
+                }
+                for n, h in enumerate(packed, start=1)
             ]
             messages = self._prompts.render(prompt, {"sources": sources, "question": question})
             tokens = sum(
