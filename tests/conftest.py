@@ -66,3 +66,14 @@ def platform(tmp_path: Path, database_url: str, scripted: ScriptedProvider) -> I
         yield built
     finally:
         built.close()
+
+
+@pytest.fixture
+def sqlite_platform(tmp_path: Path, scripted: ScriptedProvider) -> Iterator[Platform]:
+    """The fake platform on SQLite only: for checks that happen before anything is stored."""
+    settings = Settings(data_dir=tmp_path / "data")
+    built = Platform(settings, embedder=HashEmbedder(), providers={LOCAL_MODEL: scripted})
+    try:
+        yield built
+    finally:
+        built.close()

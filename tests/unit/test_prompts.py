@@ -60,20 +60,20 @@ def test_a_version_holds_everything_it_was_given(platform: Platform) -> None:
     assert stored.tags == ["support"] and stored.commit_message == "first" and len(stored.content_hash) == 64
 
 
-def test_render_checks_variables_by_name_and_type(platform: Platform) -> None:
-    version = platform.prompts.create("greet", MESSAGES, author="ana", variables={"name": "str"})
-    assert platform.prompts.render(version, {"name": "Bo"})[1] == {"role": "user", "content": "Hello Bo"}
+def test_render_checks_variables_by_name_and_type(sqlite_platform: Platform) -> None:
+    version = sqlite_platform.prompts.create("greet", MESSAGES, author="ana", variables={"name": "str"})
+    assert sqlite_platform.prompts.render(version, {"name": "Bo"})[1] == {"role": "user", "content": "Hello Bo"}
     with pytest.raises(PromptTemplateError, match=r"missing \['name'\]"):
-        platform.prompts.render(version, {})
+        sqlite_platform.prompts.render(version, {})
     with pytest.raises(PromptTemplateError, match=r"unknown \['nme'\]"):
-        platform.prompts.render(version, {"name": "Bo", "nme": "x"})
+        sqlite_platform.prompts.render(version, {"name": "Bo", "nme": "x"})
     with pytest.raises(PromptTemplateError, match=r"wrong type: name \(expected str, got int\)"):
-        platform.prompts.render(version, {"name": 3})
+        sqlite_platform.prompts.render(version, {"name": 3})
 
 
-def test_templates_may_not_use_undeclared_variables(platform: Platform) -> None:
+def test_templates_may_not_use_undeclared_variables(sqlite_platform: Platform) -> None:
     with pytest.raises(PromptTemplateError, match=r"undeclared variables \['name'\]"):
-        platform.prompts.create("greet", MESSAGES, author="ana", variables={"other": "str"})
+        sqlite_platform.prompts.create("greet", MESSAGES, author="ana", variables={"other": "str"})
 
 
 @pytest.mark.parametrize(
@@ -86,16 +86,16 @@ def test_templates_may_not_use_undeclared_variables(platform: Platform) -> None:
     ],
 )
 def test_bad_model_parameters_are_refused_naming_the_field(
-    platform: Platform, params: dict[str, object], message: str
+    sqlite_platform: Platform, params: dict[str, object], message: str
 ) -> None:
     with pytest.raises(PromptTemplateError, match=message):
-        platform.prompts.create("greet", MESSAGES, author="ana", params=params)
+        sqlite_platform.prompts.create("greet", MESSAGES, author="ana", params=params)
 
 
 @pytest.mark.parametrize("name", ["", "../etc/passwd", "a b", "-x", "x" * 201])
-def test_prompt_names_are_plain(platform: Platform, name: str) -> None:
+def test_prompt_names_are_plain(sqlite_platform: Platform, name: str) -> None:
     with pytest.raises(PromptTemplateError, match="is not valid"):
-        platform.prompts.create(name, MESSAGES, author="ana")
+        sqlite_platform.prompts.create(name, MESSAGES, author="ana")
 
 
 def test_labels_are_per_environment_and_every_move_is_recorded(platform: Platform) -> None:
@@ -173,20 +173,20 @@ def test_diff_shows_template_and_parameter_changes(platform: Platform) -> None:
 
 
 @pytest.mark.parametrize("payload", SSTI)
-def test_hostile_templates_are_refused(platform: Platform, payload: str) -> None:
+def test_hostile_templates_are_refused(sqlite_platform: Platform, payload: str) -> None:
     with pytest.raises(PromptTemplateError, match="refused"):
-        platform.prompts.create("evil", [{"role": "user", "content": payload}], author="mallory")
-    assert "evil" not in {p["name"] for p in platform.prompts.list_prompts()}
+        sqlite_platform.prompts.create("evil", [{"role": "user", "content": payload}], author="mallory")
+    assert "evil" not in {p["name"] for p in sqlite_platform.prompts.list_prompts()}
 
 
 @pytest.mark.parametrize("payload", SSTI)
-def test_the_renderer_refuses_hostile_templates_on_every_path(platform: Platform, payload: str) -> None:
+def test_the_renderer_refuses_hostile_templates_on_every_path(sqlite_platform: Platform, payload: str) -> None:
     with pytest.raises(PromptTemplateError, match="refused"):
-        platform.prompts.renderer.render(payload, {"x": 1, "request": {}})
+        sqlite_platform.prompts.renderer.render(payload, {"x": 1, "request": {}})
 
 
-def test_the_sandbox_blocks_what_the_static_check_cannot_see(platform: Platform) -> None:
-    renderer = platform.prompts.renderer
+def test_the_sandbox_blocks_what_the_static_check_cannot_see(sqlite_platform: Platform) -> None:
+    renderer = sqlite_platform.prompts.renderer
     with pytest.raises(PromptTemplateError, match=r"sandbox|failed"):
         renderer.render("{{ items.append(1) }}", {"items": []})
 
@@ -200,6 +200,6 @@ def test_the_sandbox_blocks_what_the_static_check_cannot_see(platform: Platform)
         ([{"role": "user", "content": "x" * 100_001}], "over the 100000 limit"),
     ],
 )
-def test_malformed_prompts_are_refused(platform: Platform, messages: list[dict[str, str]], message: str) -> None:
+def test_malformed_prompts_are_refused(sqlite_platform: Platform, messages: list[dict[str, str]], message: str) -> None:
     with pytest.raises(PromptTemplateError, match=message):
-        platform.prompts.create("bad", messages, author="ana")
+        sqlite_platform.prompts.create("bad", messages, author="ana")

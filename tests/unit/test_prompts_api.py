@@ -21,6 +21,12 @@ def api(platform: Platform) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture
+def sqlite_api(sqlite_platform: Platform) -> Iterator[httpx.Client]:
+    with serve_in_thread(create_app(sqlite_platform)) as base, httpx.Client(base_url=base) as client:
+        yield client
+
+
 def _as(user: str) -> dict[str, str]:
     return {"X-LLMOps-User": user}
 
@@ -48,13 +54,13 @@ def test_changes_need_an_actor(api: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize("payload", SSTI)
-def test_hostile_templates_are_refused_on_create_and_preview(api: httpx.Client, payload: str) -> None:
+def test_hostile_templates_are_refused_on_create_and_preview(sqlite_api: httpx.Client, payload: str) -> None:
     body = {"messages": [{"role": "user", "content": payload}]}
-    created = api.post("/api/prompts/evil/versions", json=body, headers=_as("mallory"))
+    created = sqlite_api.post("/api/prompts/evil/versions", json=body, headers=_as("mallory"))
     assert created.status_code == 422 and "refused" in created.json()["detail"]
     # A preview renders a stored version with caller-supplied values: values are data, never templates.
-    api.post("/api/prompts/greet/versions", json=BODY, headers=_as("ana"))
-    preview = api.post("/api/prompts/greet/versions/1/render", json={"variables": {"name": payload}})
+    sqlite_api.post("/api/prompts/greet/versions", json=BODY, headers=_as("ana"))
+    preview = sqlite_api.post("/api/prompts/greet/versions/1/render", json={"variables": {"name": payload}})
     assert preview.json()["messages"][0]["content"] == f"Hello {payload}"
 
 
