@@ -20,7 +20,7 @@ from llmops.prompts import (
     PromptRegistry,
 )
 from llmops.rag import RagPipeline
-from llmops.store import Store
+from llmops.store import Journal, Store
 
 __all__ = ["Platform"]
 
@@ -45,10 +45,11 @@ class Platform:
         self.store = Store(self.settings.resolved_database_url)
         self.store.migrate()
 
+        self.journal = Journal(self.store, self.settings.data_dir / "journal")
         self.metrics = PlatformMetrics()
-        self.tracing = Tracing(self.store)
+        self.tracing = Tracing(self.journal)
         self.tracing.add_processor(MetricsSpanProcessor(self.metrics))
-        self.traces = TraceReader(self.store)
+        self.traces = TraceReader(self.store, self.journal)
 
         self.embedder = embedder or MiniLMEmbedder(threads=self.settings.embedding_threads)
         self.knowledge = KnowledgeBase(
@@ -138,4 +139,5 @@ class Platform:
 
     def close(self) -> None:
         self.tracing.shutdown()
+        self.journal.close()
         self.store.close()

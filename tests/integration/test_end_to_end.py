@@ -49,6 +49,7 @@ def test_ask_answers_from_the_handbook_with_citations(server: RunningServer) -> 
     assert body["usage"]["input_tokens"] > 0 and body["usage"]["output_tokens"] > 0 and body["cost_usd"] == 0.0
 
     trace = httpx.get(f"{server.base_url}/api/traces/{body['request_id']}").json()
+    assert "spans" in trace, trace
     spans = {s["name"]: s for s in trace["spans"]}
     assert set(spans) == {
         "rag handbook-rag",

@@ -8,7 +8,7 @@ import pytest
 
 EXPECTED = {
     "llmops": {"ModelConfig", "Platform", "RagConfig", "Settings", "__version__"},
-    "llmops.store": {"Base", "Store", "StoreError"},
+    "llmops.store": {"Base", "Journal", "Store", "StoreError"},
     "llmops.knowledge": {
         "Chunk", "Chunker", "Embedder", "ExactVectorIndex", "HtmlParser", "IngestReport", "KnowledgeBase",
         "MarkdownParser", "MiniLMEmbedder", "ParseError", "ParsedDocument", "Parser", "PdfParser",

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from llmops.observability._tables import SpanRow, TraceRow
-from llmops.store import Store
+from llmops.store import Journal, Store
 
 __all__ = ["TraceNotFoundError", "TraceReader"]
 
@@ -17,11 +17,22 @@ class TraceNotFoundError(LookupError):
 
 
 class TraceReader:
-    def __init__(self, store: Store) -> None:
+    """Reads traces from the store; a trace still in the journal is drained first, so a finished request is
+    always readable."""
+
+    def __init__(self, store: Store, journal: Journal) -> None:
         self._store = store
+        self._journal = journal
 
     def get(self, request_or_trace_id: str) -> dict[str, Any]:
         """The trace with its spans in start order, each with its depth in the tree."""
+        try:
+            return self._get(request_or_trace_id)
+        except TraceNotFoundError:
+            self._journal.flush()
+            return self._get(request_or_trace_id)
+
+    def _get(self, request_or_trace_id: str) -> dict[str, Any]:
         with self._store.session() as session:
             row = session.scalars(
                 select(TraceRow).where(
@@ -54,6 +65,7 @@ class TraceReader:
         return {**_summary(row), "spans": out_spans}
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        self._journal.flush()
         with self._store.session() as session:
             rows = session.scalars(select(TraceRow).order_by(TraceRow.created_at.desc()).limit(limit)).all()
         return [_summary(r) for r in rows]

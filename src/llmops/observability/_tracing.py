@@ -1,4 +1,4 @@
-"""Tracing on the OpenTelemetry SDK, with every finished trace written to the store before the request is answered.
+"""Tracing on the OpenTelemetry SDK; every finished trace is journalled durably before the request is answered.
 
 The platform owns its own ``TracerProvider`` (never the process-global one), so two platforms in one process, as in
 tests, do not share spans.
@@ -6,7 +6,6 @@ tests, do not share spans.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -18,8 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
-from llmops.observability._tables import SpanRow, TraceRow
-from llmops.store import Store
+from llmops.store import Journal
 
 __all__ = ["REQUEST_ID", "StoreSpanProcessor", "Tracing", "status_name"]
 
@@ -35,13 +33,14 @@ def _jsonable(value: Any) -> Any:
 
 
 class StoreSpanProcessor(SpanProcessor):
-    """Buffers the spans of each trace and writes them in one transaction when the trace's root span ends.
+    """Buffers the spans of each trace and journals them in one line when the trace's root span ends.
 
-    The root span ends inside the request handler, so the trace is durable before the response goes out.
+    The root span ends inside the request handler, so the trace is durable (in the journal, which survives a killed
+    process) before the response goes out; the journal drains it into the store within milliseconds.
     """
 
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
         self._open: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -64,43 +63,42 @@ class StoreSpanProcessor(SpanProcessor):
         trace_id = format_trace_id(root.get_span_context().trace_id)  # type: ignore[union-attr]
         attributes = dict(root.attributes or {})
         request_id = str(attributes.get(REQUEST_ID) or f"trace_{trace_id}")
-        with self._store.session() as session:
-            session.add(
-                TraceRow(
-                    request_id=request_id,
-                    trace_id=trace_id,
-                    name=root.name,
-                    created_at=datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
-                    duration_ms=_duration_ms(root),
-                    status=status_name(root),
-                    attributes={k: _jsonable(v) for k, v in attributes.items()},
-                )
+        trace_row = {
+            "request_id": request_id,
+            "trace_id": trace_id,
+            "name": root.name,
+            "created_at": datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
+            "duration_ms": _duration_ms(root),
+            "status": status_name(root),
+            "attributes": {k: _jsonable(v) for k, v in attributes.items()},
+        }
+        span_rows = []
+        for span in spans:
+            context = span.get_span_context()
+            assert context is not None
+            span_rows.append(
+                {
+                    "trace_id": trace_id,
+                    "span_id": format_span_id(context.span_id),
+                    "parent_span_id": format_span_id(span.parent.span_id) if span.parent else None,
+                    "name": span.name,
+                    "start_ns": span.start_time or 0,
+                    "end_ns": span.end_time or 0,
+                    "duration_ms": _duration_ms(span),
+                    "status": status_name(span),
+                    "status_message": span.status.description,
+                    "attributes": {k: _jsonable(v) for k, v in (span.attributes or {}).items()},
+                    "events": [
+                        {
+                            "name": e.name,
+                            "time_ns": e.timestamp,
+                            "attributes": {k: _jsonable(v) for k, v in (e.attributes or {}).items()},
+                        }
+                        for e in span.events
+                    ],
+                }
             )
-            for span in spans:
-                context = span.get_span_context()
-                assert context is not None
-                session.add(
-                    SpanRow(
-                        trace_id=trace_id,
-                        span_id=format_span_id(context.span_id),
-                        parent_span_id=format_span_id(span.parent.span_id) if span.parent else None,
-                        name=span.name,
-                        start_ns=span.start_time or 0,
-                        end_ns=span.end_time or 0,
-                        duration_ms=_duration_ms(span),
-                        status=status_name(span),
-                        status_message=span.status.description,
-                        attributes={k: _jsonable(v) for k, v in (span.attributes or {}).items()},
-                        events=[
-                            {
-                                "name": e.name,
-                                "time_ns": e.timestamp,
-                                "attributes": json.loads(json.dumps(dict(e.attributes or {}), default=str)),
-                            }
-                            for e in span.events
-                        ],
-                    )
-                )
+        self._journal.append({"traces": [trace_row], "spans": span_rows})
 
     def shutdown(self) -> None:
         with self._lock:
@@ -122,9 +120,9 @@ def _duration_ms(span: ReadableSpan) -> float:
 class Tracing:
     """The platform's tracer provider and tracer; extra processors (metrics, exporters) are added by the owner."""
 
-    def __init__(self, store: Store, *, service_name: str = "llmops") -> None:
+    def __init__(self, journal: Journal, *, service_name: str = "llmops") -> None:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-        self.provider.add_span_processor(StoreSpanProcessor(store))
+        self.provider.add_span_processor(StoreSpanProcessor(journal))
         self.tracer: trace.Tracer = self.provider.get_tracer("llmops")
 
     def add_processor(self, processor: SpanProcessor) -> None:

@@ -1,0 +1,136 @@
+"""The write-ahead journal: durable appends, batched drains, idempotent replays, and survival of kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from llmops.observability._tables import TraceRow
+from llmops.store import Journal, Store
+
+
+def _trace(i: int) -> dict[str, object]:
+    return {
+        "request_id": f"req_{i}",
+        "trace_id": f"{i:032x}",
+        "name": "t",
+        "created_at": datetime.now(UTC),
+        "duration_ms": 1.0,
+        "status": "ok",
+        "attributes": {"i": i},
+    }
+
+
+def _count(store: Store) -> int:
+    with store.session() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(TraceRow)) or 0
+
+
+def test_appended_rows_reach_the_store(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    store.migrate()
+    journal = Journal(store, tmp_path / "journal", interval=0.01)
+    for i in range(50):
+        journal.append({"traces": [_trace(i)]})
+    journal.flush()
+    assert _count(store) == 50
+    with store.session() as session:
+        row = session.get(TraceRow, "req_7")
+        assert row is not None and row.attributes == {"i": 7} and row.created_at.year >= 2026
+    journal.close()
+    assert list((tmp_path / "journal").iterdir()) == [] or all(
+        p.stat().st_size == 0 for p in (tmp_path / "journal").iterdir()
+    )
+    store.close()
+
+
+def test_the_background_thread_drains_without_a_flush(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    store.migrate()
+    journal = Journal(store, tmp_path / "journal", interval=0.01)
+    journal.append({"traces": [_trace(1)]})
+    deadline = time.monotonic() + 5
+    while _count(store) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _count(store) == 1
+    journal.close()
+    store.close()
+
+
+def test_a_replayed_segment_inserts_nothing_twice(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    store.migrate()
+    directory = tmp_path / "journal"
+    journal = Journal(store, directory)
+    journal.append({"traces": [_trace(1), _trace(2)]})
+    journal.flush()
+    journal.close()
+    # A process that crashed after its insert but before deleting the segment: the same lines are on disk again.
+    dead = directory / "12345-dead"
+    dead.mkdir()
+    (dead / "segment-000000000099.jsonl").write_bytes(
+        b'{"traces": [{"request_id": "req_1", "trace_id": "1", "name": "t", "created_at": "2026-01-01T00:00:00+00:00",'
+        b' "duration_ms": 1.0, "status": "ok", "attributes": {}}]}\n{"traces": [{"request_id": "req_3", "trace_'
+    )
+    Journal(store, directory).close()  # recovery at start
+    assert _count(store) == 2  # req_1 was already there; the cut line (never acknowledged) is skipped
+    assert not dead.exists()
+    store.close()
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from datetime import UTC, datetime
+from llmops.observability import _tables  # registers the tables
+from llmops.store import Journal, Store
+store = Store(sys.argv[1])
+journal = Journal(store, Path(sys.argv[2]), interval=3600)  # never drains on its own: the kill must beat it
+i = 0
+while True:
+    journal.append({"traces": [{"request_id": f"req_{i}", "trace_id": f"{i:032x}", "name": "t",
+                    "created_at": datetime.now(UTC), "duration_ms": 1.0, "status": "ok", "attributes": {}}]})
+    print(i, flush=True)  # acknowledged
+    i += 1
+"""
+
+
+def test_acknowledged_rows_survive_kill_9(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    store.migrate()
+    directory = tmp_path / "journal"
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, database_url, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    acknowledged = -1
+    while acknowledged < 300:
+        acknowledged = int(process.stdout.readline())
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert _count(store) == 0  # nothing was drained before the kill
+    Journal(store, directory).close()  # the next process recovers the journal
+    with store.session() as session:
+        stored = set(session.scalars(sa.select(TraceRow.request_id)))
+    assert {f"req_{i}" for i in range(acknowledged + 1)} <= stored
+    store.close()
+
+
+def test_journals_of_live_processes_are_left_alone(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    store.migrate()
+    server = Journal(store, tmp_path / "journal", interval=3600)
+    server.append({"traces": [_trace(1)]})
+    Journal(store, tmp_path / "journal").close()  # another process (a CLI command) starts and stops meanwhile
+    server.append({"traces": [_trace(2)]})
+    server.flush()
+    assert _count(store) == 2
+    server.close()
+    store.close()
