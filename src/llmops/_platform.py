@@ -6,7 +6,7 @@ from typing import Any
 
 from llmops._plugins import load_plugin
 from llmops._settings import Settings
-from llmops.gateway import Gateway, Provider
+from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
 from llmops.governance import RoleDirectory
 from llmops.guardrails import GuardrailPipeline
 from llmops.knowledge import Embedder, KnowledgeBase, MiniLMEmbedder, RecursiveTokenChunker, default_parsers
@@ -74,7 +74,14 @@ class Platform:
             self.settings.models,
             providers if providers is not None else self._build_providers(),
             self.tracing.tracer,
+            settings=self.settings.gateway,
+            routers=self.settings.routers,
+            embedders=self._build_embedders(),
+            semantic_embed=self.embedder.embed,
+            journal=self.journal,
         )
+        self.ledger = Ledger(self.store, self.journal.flush)
+        self.ledger.save_price_book(self.gateway.prices)
         self.guardrails = GuardrailPipeline()
         self.rag_apps = {
             app.name: RagPipeline(
@@ -129,9 +136,23 @@ class Platform:
     def _build_providers(self) -> dict[str, Provider]:
         providers: dict[str, Provider] = {}
         for config in self.settings.models:
+            if config.kind != "chat":
+                continue
             factory: Any = load_plugin("llmops.providers", config.provider)
             providers[config.name] = factory.from_config(config, self.settings)
         return providers
+
+    def _build_embedders(self) -> dict[str, EmbeddingProvider]:
+        embedders: dict[str, EmbeddingProvider] = {}
+        for config in self.settings.models:
+            if config.kind != "embedding":
+                continue
+            if config.provider == "local":
+                embedders[config.name] = LocalEmbeddingProvider(self.embedder)
+            else:
+                factory: Any = load_plugin("llmops.providers", config.provider)
+                embedders[config.name] = factory.from_config(config, self.settings)
+        return embedders
 
     async def aclose(self) -> None:
         await self.gateway.aclose()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,24 +18,111 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-__all__ = ["ModelConfig", "RagConfig", "Settings"]
+__all__ = [
+    "ApiKeyConfig",
+    "GatewaySettings",
+    "LimitConfig",
+    "ModelConfig",
+    "RagConfig",
+    "RouterConfig",
+    "Settings",
+]
 
 
 class ModelConfig(BaseModel):
-    """A model the gateway serves, under the name clients use.
+    """A model alias the gateway serves: the name clients use, pinned to a provider and an exact upstream model.
 
-    ``provider`` is ``local`` (the bundled llama.cpp model) or ``openai-compatible`` (any ``/v1/chat/completions``
-    server at ``base_url``). Prices are US dollars per million tokens.
+    ``provider`` is a plugin name: ``local`` (the bundled llama.cpp model, or an embedding model with
+    ``kind: embedding``), ``openai-compatible`` (any ``/v1/chat/completions`` server at ``base_url``) or
+    ``anthropic``. Prices are US dollars per million tokens; left unset, they come from the price database
+    (genai-prices), and a local model costs nothing.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     provider: str = "local"
+    kind: Literal["chat", "embedding"] = "chat"
     model: str = ""
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, description="name of the environment variable holding the API key")
-    input_price_per_mtok: float = 0.0
-    output_price_per_mtok: float = 0.0
+    params: dict[str, Any] = Field(default_factory=dict, description="default temperature, max_tokens, ...")
+    fallbacks: list[str] = Field(default_factory=list, description="aliases to try, in order, when this one fails")
+    capabilities: list[str] = Field(default_factory=list, description="e.g. tools, json, vision, long-context")
+    input_price_per_mtok: float | None = None
+    output_price_per_mtok: float | None = None
+    cached_input_price_per_mtok: float | None = None
     context_window: int = 2048
+
+
+class RouterConfig(BaseModel):
+    """A model name that routes each request to one of ``candidates`` by a policy.
+
+    ``cost``: the cheapest candidate with the capabilities the request needs; ``complexity``: short factual requests
+    to ``simple``, the rest to ``complex``; ``weighted``: by ``weights`` (sticky per user); ``latency``: the lowest
+    recent time to first token.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    policy: Literal["cost", "complexity", "weighted", "latency"]
+    candidates: list[str] = Field(default_factory=list)
+    weights: dict[str, float] = Field(default_factory=dict)
+    simple: str | None = None
+    complex: str | None = None
+    require: list[str] = Field(default_factory=list, description="capabilities every choice must have")
+
+
+class ApiKeyConfig(BaseModel):
+    """A key clients send as ``Authorization: Bearer ...``; only its sha256 is configured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    user: str | None = None
+    team: str | None = None
+    app: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class LimitConfig(BaseModel):
+    """Rate limits and a money budget for one scope: ``key``, ``user``, ``team``, ``app``, ``tag`` or ``global``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    scope: Literal["key", "user", "team", "app", "tag", "global"]
+    value: str | None = Field(default=None, description="which key/user/team/app/tag; all of them when unset")
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, gt=0, description="hard limit: refused with 429 beyond it")
+    soft_budget_usd: float | None = Field(default=None, gt=0, description="alert threshold")
+    period: Literal["minute", "hour", "day", "month"] = "day"
+
+
+class GatewaySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retries: int = Field(default=2, ge=0, le=10, description="retries per upstream on retryable errors")
+    backoff_base_s: float = Field(default=0.2, ge=0)
+    backoff_max_s: float = Field(default=5.0, ge=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_token_timeout_s: float = Field(default=30.0, gt=0)
+    total_timeout_s: float = Field(default=300.0, gt=0)
+    breaker_failures: int = Field(default=5, ge=1, description="consecutive failures that open an upstream's circuit")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    cache: bool = True
+    cache_ttl_s: float = Field(default=3600.0, gt=0)
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    semantic_cache: bool = False
+    semantic_cache_threshold: float = Field(default=0.9, gt=0, le=1)
+    redis_url: str | None = Field(default=None, description="shared cache and counters across replicas")
+    allowed_base_urls: list[str] = Field(default_factory=list, description="base URLs clients may name (SSRF)")
+    require_api_key: bool = False
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+    limits: list[LimitConfig] = Field(default_factory=list)
 
 
 class RagConfig(BaseModel):
@@ -57,7 +144,10 @@ class RagConfig(BaseModel):
 
 
 def _default_models() -> list[ModelConfig]:
-    return [ModelConfig(name="smollm2-135m-instruct", provider="local", model="SmolLM2-135M-Instruct.Q4_1")]
+    return [
+        ModelConfig(name="smollm2-135m-instruct", provider="local", model="SmolLM2-135M-Instruct.Q4_1"),
+        ModelConfig(name="all-minilm-l6-v2", provider="local", kind="embedding", model="all-MiniLM-L6-v2-int8"),
+    ]
 
 
 class Settings(BaseSettings):
@@ -89,6 +179,8 @@ class Settings(BaseSettings):
     environments: list[str] = Field(default_factory=lambda: ["dev", "staging", "prod"], min_length=1)
     prompt_cache_ttl_s: float = Field(default=10.0, ge=0.0)
     models: list[ModelConfig] = Field(default_factory=_default_models)
+    routers: list[RouterConfig] = Field(default_factory=list)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     rag_apps: list[RagConfig] = Field(default_factory=lambda: [RagConfig()])
 
     @field_validator("chunk_overlap_tokens")

@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert settings.data_dir == Path(".llmops")
     assert settings.resolved_database_url.startswith("sqlite:///")
     assert settings.resolved_database_url.endswith(".llmops/llmops.db")
-    assert [m.name for m in settings.models] == ["smollm2-135m-instruct"]
+    assert [m.name for m in settings.models] == ["smollm2-135m-instruct", "all-minilm-l6-v2"]
     assert [a.name for a in settings.rag_apps] == ["handbook-rag"]
 
 

@@ -17,8 +17,9 @@ TABLES = {
     "alembic_version", "chunks", "documents", "index_snapshots", "prompt_labels", "prompt_versions", "prompts",
     "spans", "traces", "prompt_stages", "prompt_history", "prompt_policies", "prompt_change_requests",
     "prompt_reviews", "prompt_checks", "prompt_experiments", "prompt_experiment_outcomes", "role_grants",
+    "gateway_calls", "price_books", "gateway_call_repricings",
 }  # fmt: skip
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:

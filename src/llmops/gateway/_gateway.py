@@ -1,157 +1,566 @@
-"""The gateway: resolves a served model name to a provider, streams the answer, and accounts for it.
+"""The gateway: one entry point to every model, with routing, fallback, retries, caching, limits and accounting.
 
-Every call gets a span named ``chat {model}`` with OpenTelemetry GenAI attributes: the requested and responding
-model, token counts, time to first chunk, tokens per second and cost.
+A call goes: identify the caller → choose the alias (a router may decide) → reserve its rate and budget → answer from
+the cache if it can → otherwise try the alias and then its fallbacks, each with retries on retryable errors and
+behind its circuit breaker → price the usage with the current price book → settle the reservation → record the call
+in the ledger and on its span (OpenTelemetry GenAI attributes plus llmops.* for route, cache, retries and cost).
+
+Streams fail over only while nothing has been sent: once text has gone out, a failure ends the stream with an error
+(the server turns it into an explicit error event), never with a clean end of a truncated answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 
-from llmops._settings import ModelConfig
+from llmops._settings import GatewaySettings, ModelConfig, RouterConfig
 from llmops._spans import mark_error
-from llmops.gateway._prices import Price, PriceTable
-from llmops.gateway._types import ChatRequest, ChatResult, Finish, Provider, ProviderError, TextDelta
+from llmops.gateway._breaker import CircuitBreaker
+from llmops.gateway._cache import CachedAnswer, Embed, ExactCache, InProcessStore, RedisStore, SemanticCache, exact_key
+from llmops.gateway._limits import Caller, InProcessCounters, LimitEnforcer, RedisCounters, Reservation
+from llmops.gateway._prices import PriceBook
+from llmops.gateway._routing import Route, Router
+from llmops.gateway._types import ChatRequest, ChatResult, Finish, Provider, ProviderError, TextDelta, ToolCallDelta
 
-__all__ = ["Gateway", "UnknownModelError"]
+__all__ = ["EmbeddingProvider", "EmbeddingResult", "Gateway", "UnknownModelError"]
+
+GatewayEvent = TextDelta | ToolCallDelta | ChatResult
 
 
 class UnknownModelError(LookupError):
     """The request named a model the gateway does not serve."""
 
 
+class Journal(Protocol):
+    def append(self, rows_by_table: dict[str, list[dict[str, Any]]]) -> None: ...
+
+
+class EmbeddingProvider(Protocol):
+    name: str
+
+    async def embed(self, model: str, texts: list[str]) -> tuple[list[list[float]], int]:
+        """(one vector per text, input tokens)."""
+        ...
+
+
+@dataclass
+class EmbeddingResult:
+    vectors: list[list[float]]
+    input_tokens: int
+    cost_usd: float
+    model: str
+
+
+@dataclass
+class _Attempts:
+    """What happened on the way to an answer, for the span and the ledger."""
+
+    count: int = 0  # requests sent upstream
+    tried: int = 0  # aliases tried
+    failed: list[str] = field(default_factory=list)  # aliases that failed or were skipped, in order
+    errors: list[str] = field(default_factory=list)
+
+
 class Gateway:
-    """Serves the configured models.
+    """Serves the configured models and routers.
 
     >>> result = await gateway.complete(ChatRequest(model="smollm2-135m-instruct", messages=[...]))  # doctest: +SKIP
-    >>> result.usage.output_tokens, result.cost_usd                                                 # doctest: +SKIP
+    >>> result.usage.output_tokens, result.cost_usd, result.served_by                                # doctest: +SKIP
     """
 
-    def __init__(self, models: Sequence[ModelConfig], providers: Mapping[str, Provider], tracer: trace.Tracer) -> None:
-        """``providers`` maps each served model name to the provider that reaches it."""
-        self._models = {m.name: m for m in models}
-        missing = self._models.keys() - providers.keys()
+    def __init__(
+        self,
+        models: Sequence[ModelConfig],
+        providers: Mapping[str, Provider],
+        tracer: trace.Tracer,
+        *,
+        settings: GatewaySettings | None = None,
+        routers: Sequence[RouterConfig] = (),
+        embedders: Mapping[str, EmbeddingProvider] | None = None,
+        semantic_embed: Embed | None = None,
+        journal: Journal | None = None,
+        price_book: PriceBook | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings or GatewaySettings()
+        self._chat = {m.name: m for m in models if m.kind == "chat"}
+        self._embedding = {m.name: m for m in models if m.kind == "embedding"}
+        missing = self._chat.keys() - providers.keys()
         if missing:
             raise ValueError(f"no provider for the models {sorted(missing)}")
+        for config in self._chat.values():
+            unknown = [f for f in config.fallbacks if f not in self._chat]
+            if unknown:
+                raise ValueError(f"model {config.name!r} falls back to unknown models {unknown}")
         self._providers = dict(providers)
+        self._embedders = dict(embedders or {})
         self._tracer = tracer
-        self.prices = PriceTable((m.name, Price(m.input_price_per_mtok, m.output_price_per_mtok)) for m in models)
+        self._journal = journal
+        self._rng = rng or random.Random()
+        self.prices = price_book or PriceBook.from_models(models)
+        self.routers = {
+            r.name: Router(
+                r, self._chat, lambda a: self.prices.price(a).input_per_mtok + self.prices.price(a).output_per_mtok
+            )
+            for r in routers
+        }
+        s = self.settings
+        self._breakers = {name: CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s) for name in self._chat}
+        store = RedisStore(s.redis_url) if s.redis_url else InProcessStore(s.cache_max_entries)
+        self._exact = ExactCache(store, s.cache_ttl_s) if s.cache else None
+        self._semantic = (
+            SemanticCache(semantic_embed, store, threshold=s.semantic_cache_threshold, ttl=s.cache_ttl_s)
+            if s.semantic_cache and semantic_embed is not None
+            else None
+        )
+        self.limits = LimitEnforcer(s.limits, RedisCounters(s.redis_url) if s.redis_url else InProcessCounters())
+
+    # ---- the catalogue --------------------------------------------------------------------------------------
 
     def model_names(self) -> list[str]:
-        return list(self._models)
+        """Chat model names clients can use: aliases, then routers."""
+        return [*self._chat, *self.routers]
+
+    def embedding_model_names(self) -> list[str]:
+        return list(self._embedding)
 
     def model(self, name: str) -> ModelConfig:
-        config = self._models.get(name)
+        """The alias ``name`` (a router resolves to its first candidate, for context-window questions)."""
+        if name in self.routers:
+            return self._chat[self.routers[name].candidates[0]]
+        config = self._chat.get(name)
         if config is None:
-            raise UnknownModelError(f"unknown model {name!r}; served models: {', '.join(self._models) or 'none'}")
+            served = ", ".join(self.model_names()) or "none"
+            raise UnknownModelError(f"unknown model {name!r}; served models: {served}")
         return config
 
     def provider(self, name: str) -> Provider:
-        self.model(name)
-        return self._providers[name]
+        return self._providers[self.model(name).name]
 
     def count_tokens(self, model: str, text: str) -> int:
-        return self.provider(model).count_tokens(self.model(model).model, text)
+        config = self.model(model)
+        return self._providers[config.name].count_tokens(config.model, text)
+
+    def breaker(self, alias: str) -> CircuitBreaker:
+        return self._breakers[alias]
+
+    def adhoc_alias(self, base_url: str, model: str) -> str:
+        """Serve ``model`` at a client-supplied ``base_url`` (the caller checked it against the allowlist).
+
+        The upstream is called without credentials: keys come from settings, never from requests.
+        """
+        from llmops.gateway._upstream import OpenAICompatibleProvider, Timeouts
+
+        alias = f"adhoc:{base_url.rstrip('/')}:{model}"
+        if alias not in self._chat:
+            s = self.settings
+            self._chat[alias] = ModelConfig(name=alias, provider="openai-compatible", model=model, base_url=base_url)
+            self._providers[alias] = OpenAICompatibleProvider(
+                base_url, timeouts=Timeouts(s.connect_timeout_s, s.first_token_timeout_s, s.total_timeout_s)
+            )
+            self._breakers[alias] = CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s)
+        return alias
+
+    # ---- chat -----------------------------------------------------------------------------------------------
 
     async def complete(
-        self, request: ChatRequest, *, context: Context | None = None, request_id: str | None = None
+        self,
+        request: ChatRequest,
+        *,
+        context: Context | None = None,
+        request_id: str | None = None,
+        caller: Caller | None = None,
     ) -> ChatResult:
         """Generate the whole answer (streamed internally, so time to first token is measured too)."""
-        async for event in self.stream(request, context=context, request_id=request_id):
+        result: ChatResult | None = None
+        async for event in self.stream(request, context=context, request_id=request_id, caller=caller):
             if isinstance(event, ChatResult):
-                return event
-        raise ProviderError("the stream ended without a result")  # unreachable: stream always ends with one
+                result = event
+        assert result is not None  # stream() ends with a result or raises
+        return result
 
     async def stream(
-        self, request: ChatRequest, *, context: Context | None = None, request_id: str | None = None
-    ) -> AsyncIterator[TextDelta | ChatResult]:
-        """Yields `TextDelta` events, then one `ChatResult` with usage and cost; raises `ProviderError` on failure.
-
-        ``context`` is the trace context to record the call's span under (the current one when omitted);
-        ``request_id`` names the request when this call is the whole request (its span is then the trace's root).
-        """
-        config = self.model(request.model)
-        provider = self._providers[request.model]
+        self,
+        request: ChatRequest,
+        *,
+        context: Context | None = None,
+        request_id: str | None = None,
+        caller: Caller | None = None,
+    ) -> AsyncIterator[GatewayEvent]:
+        """Yields text and tool-call deltas, then one `ChatResult`; raises `ProviderError`, `UnknownModelError` or
+        `LimitExceededError`. ``context`` is the trace context to record the span under; ``request_id`` names the
+        request when this call is the whole request (its span is then the trace's root)."""
+        route = self._route(request)
+        caller = caller or Caller(user=request.user)
         span = self._tracer.start_span(f"chat {request.model}", context=context, kind=trace.SpanKind.CLIENT)
         span.set_attributes(
             {
                 genai.GEN_AI_OPERATION_NAME: "chat",
-                genai.GEN_AI_PROVIDER_NAME: provider.name,
                 genai.GEN_AI_REQUEST_MODEL: request.model,
                 genai.GEN_AI_REQUEST_TEMPERATURE: request.temperature,
                 genai.GEN_AI_REQUEST_TOP_P: request.top_p,
-                "llmops.upstream.model": config.model,
+                genai.GEN_AI_REQUEST_STREAM: True,
             }
         )
-        if request_id is not None:
-            span.set_attribute("llmops.request_id", request_id)
         if request.max_tokens is not None:
             span.set_attribute(genai.GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens)
+        if request_id is not None:
+            span.set_attribute("llmops.request_id", request_id)
+        if route.policy != "alias":
+            span.set_attributes({"llmops.route.policy": route.policy, "llmops.route.model": route.alias,
+                                 "llmops.route.reason": route.reason})  # fmt: skip
         started = time.perf_counter()
-        first: float | None = None
-        last = started
-        parts: list[str] = []
-        finish: Finish | None = None
+        attempts = _Attempts()
+        reservation: Reservation | None = None
+        result: ChatResult | None = None
         try:
-            async for event in provider.stream(config.model, replace(request, model=config.model)):
-                if isinstance(event, TextDelta):
-                    last = time.perf_counter()
-                    if first is None:
-                        first = last
-                    parts.append(event.text)
-                    yield event
+            reservation = await self.limits.admit(caller, **self._estimate(route.alias, request))
+            async for event in self._answer(request, route, caller, attempts, started):
+                if isinstance(event, ChatResult):
+                    result = event
                 else:
-                    finish = event
-            if finish is None:
-                raise ProviderError(f"{provider.name} ended the stream without finishing")
-            result = self._result(request.model, "".join(parts), finish, started, first, last)
-            span.set_attributes(
-                {
-                    genai.GEN_AI_RESPONSE_MODEL: finish.response_model,
-                    genai.GEN_AI_RESPONSE_FINISH_REASONS: [finish.reason],
-                    genai.GEN_AI_USAGE_INPUT_TOKENS: finish.usage.input_tokens,
-                    genai.GEN_AI_USAGE_OUTPUT_TOKENS: finish.usage.output_tokens,
-                    genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: result.ttft_ms / 1000,
-                    "llmops.usage.estimated": finish.usage.estimated,
-                    "llmops.ttft_ms": result.ttft_ms,
-                    "llmops.tokens_per_s": result.tokens_per_s or 0.0,
-                    "llmops.cost_usd": result.cost_usd,
-                    "llmops.price_book": self.prices.version,
-                }
-            )
+                    yield event
+            assert result is not None
+            alerts = await self.limits.settle(reservation, tokens=result.usage.total_tokens, cost=result.cost_usd)
+            self._record(span, request, result, route, attempts, caller, request_id, alerts)
         except BaseException as exc:
+            if reservation is not None and result is None:
+                await self.limits.release(reservation)
             mark_error(span, exc)
+            self._record_failure(request, route, attempts, caller, request_id, started, exc)
             raise
         finally:
             span.end()
-        yield result  # after the span ended: when it is the root, the trace is stored before the caller has it
+        yield result  # after the span ended: when it is the root, the trace is journalled before the caller has it
+
+    def _route(self, request: ChatRequest) -> Route:
+        router = self.routers.get(request.model)
+        if router is not None:
+            return router.choose(request)
+        self.model(request.model)  # raises UnknownModelError
+        return Route(request.model, "alias", "requested")
+
+    def _estimate(self, alias: str, request: ChatRequest) -> dict[str, Any]:
+        """Worst-case tokens and cost of a call, reserved against limits before it is made."""
+        config = self._chat[alias]
+        text = "\n".join(str(m.get("content") or "") for m in request.messages)
+        input_tokens = max(1, len(text) // 3)  # generous: no tokenizer work on the hot path
+        output_tokens = request.max_tokens or int(config.params.get("max_tokens", 1024))
+        price = self.prices.price(alias)
+        cost = (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1_000_000
+        return {"tokens": input_tokens + output_tokens, "max_cost": cost}
+
+    async def _answer(
+        self, request: ChatRequest, route: Route, caller: Caller, attempts: _Attempts, started: float
+    ) -> AsyncIterator[GatewayEvent]:
+        chain = [route.alias, *self._chat[route.alias].fallbacks]
+        cache_scope = caller.team or caller.user or caller.key_name or "*"
+        cached = self._cached(request, route.alias, cache_scope)
+        if cached is not None:
+            answer, kind = cached
+            if answer.text:
+                yield TextDelta(answer.text)
+            yield self._result(request, route.alias, answer.usage, answer, started, started, started,
+                               attempts, cache_hit=kind)  # fmt: skip
+            return
+        for alias in chain:
+            breaker = self._breakers[alias]
+            if not breaker.allow():
+                attempts.failed.append(alias)
+                attempts.errors.append(f"{alias}: circuit open")
+                continue
+            attempts.tried += 1
+            async for event in self._try_alias(alias, request, attempts, started):
+                yield event
+                if isinstance(event, ChatResult):
+                    self._store_in_cache(request, alias, cache_scope, event)
+                    return
+            attempts.failed.append(alias)
+        raise ProviderError(f"every upstream failed for {request.model!r}: {'; '.join(attempts.errors)}", status=502)
+
+    async def _try_alias(
+        self, alias: str, request: ChatRequest, attempts: _Attempts, started: float
+    ) -> AsyncIterator[GatewayEvent]:
+        """Try one alias with retries. Returns without a result when it failed before sending anything."""
+        config, provider, breaker = self._chat[alias], self._providers[alias], self._breakers[alias]
+        s = self.settings
+        call = replace(request, model=config.model)
+        if call.max_tokens is None and "max_tokens" in config.params:
+            call = replace(call, max_tokens=int(config.params["max_tokens"]))
+        for attempt in range(s.retries + 1):
+            attempts.count += 1
+            sent = False
+            first: float | None = None
+            last = time.perf_counter()
+            parts: list[str] = []
+            calls: dict[int, dict[str, Any]] = {}
+            finish: Finish | None = None
+            try:
+                async with asyncio.timeout(s.total_timeout_s):
+                    events = provider.stream(config.model, call).__aiter__()
+                    while True:
+                        try:
+                            timeout = s.first_token_timeout_s if first is None else None
+                            event = await asyncio.wait_for(events.__anext__(), timeout)
+                        except StopAsyncIteration:
+                            break
+                        if isinstance(event, Finish):
+                            finish = event
+                            continue
+                        last = time.perf_counter()
+                        first = first or last
+                        if isinstance(event, TextDelta):
+                            parts.append(event.text)
+                        else:
+                            _merge_tool_call(calls, event)
+                        sent = True
+                        yield event
+                if finish is None:
+                    raise ProviderError(f"{alias} ended the stream without finishing", retryable=True)
+            except (ProviderError, TimeoutError) as exc:
+                breaker.record_failure()
+                error = (
+                    exc
+                    if isinstance(exc, ProviderError)
+                    else ProviderError(
+                        f"{alias} timed out ({'before the first token' if first is None else 'in total'})",
+                        retryable=True,
+                    )
+                )
+                attempts.errors.append(f"{alias}: {error}")
+                if sent:
+                    raise ProviderError(f"{alias} failed after the answer started: {error}", status=502) from exc
+                if error.status in (400, 413, 422):
+                    raise error from exc  # the request itself is wrong: no other upstream will take it
+                if not error.retryable or attempt == s.retries:
+                    return
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            breaker.record_success()
+            result = self._result(request, alias, finish.usage, None, started, first or last, last, attempts,
+                                  text="".join(parts), finish=finish, tool_calls=_tool_calls(calls))  # fmt: skip
+            if self.routers:
+                for router in self.routers.values():
+                    if alias in router.candidates:
+                        router.observe(alias, result.ttft_ms)
+            yield result
+            return
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: uniform in [0, min(max, base * 2^attempt)]."""
+        s = self.settings
+        return self._rng.uniform(0, min(s.backoff_max_s, s.backoff_base_s * 2**attempt))
 
     def _result(
-        self, model: str, text: str, finish: Finish, started: float, first: float | None, last: float
+        self,
+        request: ChatRequest,
+        alias: str,
+        usage: Any,
+        cached: CachedAnswer | None,
+        started: float,
+        first: float,
+        last: float,
+        attempts: _Attempts,
+        *,
+        cache_hit: str | None = None,
+        text: str = "",
+        finish: Finish | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> ChatResult:
         now = time.perf_counter()
-        ttft = ((first or now) - started) * 1000
-        # Decode speed: tokens after the first, over the time from first to last token.
-        decode_seconds = last - first if first is not None else 0.0
-        tokens_per_s = (finish.usage.output_tokens - 1) / decode_seconds if decode_seconds > 0 else None
+        decode = last - first
+        tokens_per_s = (usage.output_tokens - 1) / decode if decode > 0 and cached is None else None
         return ChatResult(
-            text=text,
-            finish_reason=finish.reason,
-            usage=finish.usage,
-            model=model,
-            response_model=finish.response_model,
-            cost_usd=self.prices.cost(model, finish.usage),
-            ttft_ms=ttft,
+            text=cached.text if cached else text,
+            finish_reason=cached.finish_reason if cached else finish.reason if finish else "stop",
+            usage=usage,
+            model=request.model,
+            response_model=cached.response_model if cached else finish.response_model if finish else alias,
+            cost_usd=0.0 if cached else self.prices.cost(alias, usage),
+            ttft_ms=(first - started) * 1000,
             duration_ms=(now - started) * 1000,
             tokens_per_s=tokens_per_s,
+            tool_calls=cached.tool_calls if cached else tool_calls or [],
+            cache_hit=cache_hit,
+            attempts=attempts.count,
+            fallbacks=list(attempts.failed),
+            served_by=alias,
+            price_book=self.prices.version,
         )
+
+    # ---- cache ------------------------------------------------------------------------------------------------
+
+    def _cacheable(self, request: ChatRequest) -> bool:
+        if request.cache is not None:
+            return request.cache
+        return request.temperature == 0.0
+
+    def _cached(self, request: ChatRequest, alias: str, scope: str) -> tuple[CachedAnswer, str] | None:
+        if not self._cacheable(request):
+            return None
+        upstream = self._chat[alias].model
+        if self._exact is not None:
+            hit = self._exact.get(exact_key(upstream, request, scope))
+            if hit is not None:
+                return hit, "exact"
+        question = SemanticCache.question(request) if self._semantic else None
+        if self._semantic is not None and question and not request.tools:
+            found = self._semantic.lookup(self._semantic_scope(request, alias, scope), question)
+            if found is not None:
+                return found[0], "semantic"
+        return None
+
+    def _semantic_scope(self, request: ChatRequest, alias: str, scope: str) -> str:
+        return f"{alias}|{request.metadata.get('prompt_version', '')}|{scope}"
+
+    def _store_in_cache(self, request: ChatRequest, alias: str, scope: str, result: ChatResult) -> None:
+        if not self._cacheable(request) or result.finish_reason not in ("stop", "tool_calls"):
+            return
+        answer = CachedAnswer(result.text, result.finish_reason, result.tool_calls, result.usage, result.response_model)
+        if self._exact is not None:
+            self._exact.put(exact_key(self._chat[alias].model, request, scope), answer)
+        question = SemanticCache.question(request) if self._semantic else None
+        if self._semantic is not None and question and not request.tools:
+            self._semantic.add(self._semantic_scope(request, alias, scope), question, answer)
+
+    # ---- accounting ---------------------------------------------------------------------------------------------
+
+    def _record(
+        self,
+        span: trace.Span,
+        request: ChatRequest,
+        result: ChatResult,
+        route: Route,
+        attempts: _Attempts,
+        caller: Caller,
+        request_id: str | None,
+        alerts: list[str],
+    ) -> None:
+        config = self._chat[result.served_by]
+        span.set_attributes(
+            {
+                genai.GEN_AI_PROVIDER_NAME: self._providers[result.served_by].name,
+                genai.GEN_AI_RESPONSE_MODEL: result.response_model,
+                genai.GEN_AI_RESPONSE_FINISH_REASONS: [result.finish_reason],
+                genai.GEN_AI_USAGE_INPUT_TOKENS: result.usage.input_tokens,
+                genai.GEN_AI_USAGE_OUTPUT_TOKENS: result.usage.output_tokens,
+                genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: result.ttft_ms / 1000,
+                "llmops.upstream.model": config.model,
+                "llmops.served_by": result.served_by,
+                "llmops.usage.estimated": result.usage.estimated,
+                "llmops.ttft_ms": result.ttft_ms,
+                "llmops.tokens_per_s": result.tokens_per_s or 0.0,
+                "llmops.cost_usd": result.cost_usd,
+                "llmops.price_book": result.price_book,
+                "llmops.cache.hit": result.cache_hit or "none",
+                "llmops.retries": max(0, attempts.count - attempts.tried),
+                "llmops.attempts": attempts.count,
+                "llmops.fallbacks": attempts.failed,
+            }
+        )
+        if alerts:
+            span.add_event("budget.soft_limit", {"alerts": alerts})
+        self._ledger(request, result.served_by, route, attempts, caller, request_id, result=result)
+
+    def _record_failure(
+        self,
+        request: ChatRequest,
+        route: Route,
+        attempts: _Attempts,
+        caller: Caller,
+        request_id: str | None,
+        started: float,
+        exc: BaseException,
+    ) -> None:
+        if isinstance(exc, Exception) and route.alias in self._chat:
+            self._ledger(request, route.alias, route, attempts, caller, request_id, error=exc, started=started)
+
+    def _ledger(
+        self,
+        request: ChatRequest,
+        alias: str,
+        route: Route,
+        attempts: _Attempts,
+        caller: Caller,
+        request_id: str | None,
+        *,
+        result: ChatResult | None = None,
+        error: Exception | None = None,
+        started: float | None = None,
+    ) -> None:
+        if self._journal is None:
+            return
+        config = self._chat[alias]
+        usage = result.usage if result else None
+        row = {
+            "id": "call_" + secrets.token_hex(12),
+            "request_id": request_id or "",
+            "at": datetime.now(UTC),
+            "model": request.model,
+            "served_by": alias,
+            "upstream_model": config.model,
+            "provider": config.provider,
+            "key_name": caller.key_name,
+            "user": caller.user,
+            "team": caller.team,
+            "app": caller.app,
+            "tags": list(caller.tags),
+            "input_tokens": usage.input_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+            "cached_input_tokens": usage.cached_input_tokens if usage else 0,
+            "cost_usd": result.cost_usd if result else 0.0,
+            "price_book": self.prices.version,
+            "status": "ok" if result else "error",
+            "cache_hit": result.cache_hit if result else None,
+            "latency_ms": result.duration_ms if result else (time.perf_counter() - (started or 0)) * 1000,
+            "ttft_ms": result.ttft_ms if result else None,
+            "attempts": attempts.count,
+            "fallbacks": attempts.failed,
+            "route": {"policy": route.policy, "alias": route.alias, "reason": route.reason},
+            "error": str(error)[:500] if error else None,
+        }
+        self._journal.append({"gateway_calls": [row]})
+
+    # ---- embeddings -------------------------------------------------------------------------------------------
+
+    async def embed(self, model: str, texts: list[str], *, caller: Caller | None = None) -> EmbeddingResult:
+        config = self._embedding.get(model)
+        if config is None or model not in self._embedders:
+            served = ", ".join(self._embedding) or "none"
+            raise UnknownModelError(f"unknown embedding model {model!r}; served: {served}")
+        vectors, tokens = await self._embedders[model].embed(config.model, texts)
+        price = self.prices.price(model)
+        return EmbeddingResult(vectors, tokens, tokens * price.input_per_mtok / 1_000_000, model)
 
     async def aclose(self) -> None:
         for provider in {id(p): p for p in self._providers.values()}.values():
             await provider.aclose()
+        counters = self.limits.counters
+        if isinstance(counters, RedisCounters):
+            await counters.aclose()
+
+
+def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: ToolCallDelta) -> None:
+    call = calls.setdefault(
+        delta.index, {"id": delta.id or "", "type": "function", "function": {"name": "", "arguments": ""}}
+    )
+    if delta.id:
+        call["id"] = delta.id
+    if delta.name:
+        call["function"]["name"] = delta.name
+    call["function"]["arguments"] += delta.arguments
+
+
+def _tool_calls(calls: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [calls[i] for i in sorted(calls)]

@@ -15,11 +15,11 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from llmops.gateway._types import ChatRequest, Finish, ProviderError, StreamEvent, TextDelta, Usage
 
-__all__ = ["LocalLlamaProvider", "bundled_model_path"]
+__all__ = ["LocalEmbeddingProvider", "LocalLlamaProvider", "bundled_model_path"]
 
 _BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE = object()
@@ -220,3 +220,22 @@ class StopMatcher:
             return out
         out, self._pending = out + self._pending, ""
         return out
+
+
+class _Embedder(Protocol):
+    def embed(self, texts: list[str]) -> Any: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class LocalEmbeddingProvider:
+    """Serves the platform's bundled embedding model (all-MiniLM-L6-v2) through the gateway's embeddings API."""
+
+    name = "local"
+
+    def __init__(self, embedder: _Embedder) -> None:
+        self._embedder = embedder
+
+    async def embed(self, model: str, texts: list[str]) -> tuple[list[list[float]], int]:
+        vectors = await asyncio.to_thread(self._embedder.embed, texts)
+        return [list(map(float, v)) for v in vectors], sum(self._embedder.count_tokens(t) for t in texts)

@@ -1,10 +1,14 @@
-"""The gateway's vocabulary: a chat request, the events of a streamed answer, and the finished result."""
+"""The gateway's vocabulary: a chat request, the events of a streamed answer, and the finished result.
+
+Messages use OpenAI's chat shape (``role``, ``content``, and for tools ``tool_calls`` / ``tool_call_id``); wire
+adapters translate it to each upstream's own format.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "ChatRequest",
@@ -14,6 +18,7 @@ __all__ = [
     "ProviderError",
     "StreamEvent",
     "TextDelta",
+    "ToolCallDelta",
     "Usage",
 ]
 
@@ -29,15 +34,25 @@ class ProviderError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """What a caller asks for. ``model`` is the name the gateway serves (an alias), not the upstream's id."""
+    """What a caller asks for. ``model`` is the name the gateway serves (an alias or a router), not an upstream id.
+
+    ``user`` and ``metadata`` (team, app, tags) attribute the call for budgets and cost reports; ``cache`` forces the
+    response cache on (for temperature > 0) or off.
+    """
 
     model: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     max_tokens: int | None = None
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    cache: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class Usage:
     input_tokens: int
     output_tokens: int
     estimated: bool = False  # True when the upstream returned no counts and a tokenizer estimate was used
+    cached_input_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -57,15 +73,25 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call: the first piece of call ``index`` carries its id and name, later ones more arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Finish:
     """The last event of every successful stream. A stream that ends without it failed."""
 
-    reason: str  # "stop" | "length"
+    reason: str  # "stop" | "length" | "tool_calls" | "content_filter"
     usage: Usage
     response_model: str
 
 
-StreamEvent = TextDelta | Finish
+StreamEvent = TextDelta | ToolCallDelta | Finish
 
 
 @dataclass
@@ -79,16 +105,21 @@ class ChatResult:
     ttft_ms: float
     duration_ms: float
     tokens_per_s: float | None
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    cache_hit: str | None = None  # "exact" | "semantic" when served from the cache
+    attempts: int = 1
+    fallbacks: list[str] = field(default_factory=list)  # aliases tried before the one that answered
+    served_by: str = ""  # the alias that answered (differs from ``model`` after routing or fallback)
+    price_book: str = ""
     trace_id: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 @runtime_checkable
 class Provider(Protocol):
     """Reaches one upstream. Register more through the ``llmops.providers`` entry point.
 
-    ``stream`` yields `TextDelta` events and then exactly one `Finish`; on failure it raises `ProviderError`
-    instead of finishing, so a cut answer can never pass as a complete one.
+    ``stream`` yields `TextDelta` / `ToolCallDelta` events and then exactly one `Finish`; on failure it raises
+    `ProviderError` instead of finishing, so a cut answer can never pass as a complete one.
     """
 
     name: str

@@ -244,7 +244,7 @@ class RagPipeline:
         async for event in self._gateway.stream(request, context=ctx):
             if isinstance(event, TextDelta):
                 yield event
-            else:
+            elif isinstance(event, ChatResult):
                 result = event
         stages["generate"] = (time.perf_counter() - generate_started) * 1000
         assert result is not None

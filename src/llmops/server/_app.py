@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from llmops._platform import Platform
+from llmops.server._anthropic_api import anthropic_router
 from llmops.server._api import api_router
 from llmops.server._limits import BodySizeLimit
 from llmops.server._openai_api import openai_router
@@ -22,6 +23,7 @@ def create_app(platform: Platform) -> FastAPI:
     """The ASGI app. The caller owns ``platform`` and closes it."""
     app = FastAPI(title="llmops", version="0.1.0", docs_url="/docs", redoc_url=None)
     app.include_router(openai_router(platform))
+    app.include_router(anthropic_router(platform))
     app.include_router(api_router(platform))
     app.include_router(prompts_router(platform))
     static = resources.files("llmops.server") / "_static"

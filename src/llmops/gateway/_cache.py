@@ -1,0 +1,216 @@
+"""Response caches: exact (same normalised request) and semantic (a similar enough question, in the same scope).
+
+Exact key: the upstream model version and every parameter that changes the answer, plus the caller's scope, hashed.
+A sampled answer (temperature > 0) is only cached when the request opts in. Semantic entries are scoped by served
+alias, prompt version (``metadata.prompt_version``) and tenant (team or user), so one team's answer never serves
+another's; a hit needs cosine similarity above the threshold *and* the same content words on both sides ("reset my
+password" and "reset my username" differ by one word, and that word is the question).
+
+Both live in process by default and in Redis when configured (shared by replicas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from llmops.gateway._types import ChatRequest, Usage
+
+__all__ = [
+    "CachedAnswer",
+    "ExactCache",
+    "InProcessStore",
+    "RedisStore",
+    "SemanticCache",
+    "content_words",
+    "exact_key",
+]
+
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that carry no topic: a paraphrase may add or drop them freely.
+_STOP_TEXT = (
+    "a an the i me my we our you your he she it its they them their is are was were be been being am do does did "
+    "doing have has had having can could should would will shall may might must to of in on at by for with about "
+    "from into over under again further then once here there when where why how what which who whom this that these "
+    "those and but if or because as until while so than too very just not no nor only own same some any each few "
+    "more most other such all both up down out off please tell explain show know want need get go way"
+)
+_STOPWORDS = frozenset(_STOP_TEXT.split())
+# Words that change the meaning of a question though they look like filler.
+_NEGATIONS = frozenset({"not", "no", "never", "without", "cannot", "cant", "dont", "doesnt", "isnt", "wont"})
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    text: str
+    finish_reason: str
+    tool_calls: list[dict[str, Any]]
+    usage: Usage
+    response_model: str
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def loads(cls, data: bytes) -> CachedAnswer:
+        raw = orjson.loads(data)
+        return cls(raw["text"], raw["finish_reason"], raw["tool_calls"], Usage(**raw["usage"]), raw["response_model"])
+
+
+def exact_key(upstream_model: str, request: ChatRequest, scope: str) -> str:
+    normalised = {
+        "model": upstream_model,
+        "messages": request.messages,
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "stop": list(request.stop),
+        "seed": request.seed,
+        "tools": request.tools,
+        "tool_choice": request.tool_choice,
+        "response_format": request.response_format,
+        "scope": scope,
+    }
+    return hashlib.sha256(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def content_words(text: str) -> frozenset[str]:
+    words = _WORD.findall(text.lower().replace("'", ""))
+    return frozenset(w for w in words if w not in _STOPWORDS or w in _NEGATIONS)
+
+
+class KeyValueStore(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+
+    def set(self, key: str, value: bytes, ttl: float) -> None: ...
+
+
+class InProcessStore:
+    """An LRU dict with expiry."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return None
+            if entry[0] < time.monotonic():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return entry[1]
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        with self._lock:
+            self._data[key] = (time.monotonic() + ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+
+class RedisStore:
+    """Shared by replicas; synchronous client (cache reads are sub-millisecond on a local Redis)."""
+
+    def __init__(self, url: str, *, prefix: str = "llmops:cache:") -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix
+
+    def get(self, key: str) -> bytes | None:
+        value = self._redis.get(self._prefix + key)
+        return value if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: bytes, ttl: float) -> None:
+        self._redis.set(self._prefix + key, value, px=int(ttl * 1000))
+
+
+class ExactCache:
+    def __init__(self, store: KeyValueStore, ttl: float) -> None:
+        self._store = store
+        self.ttl = ttl
+
+    def get(self, key: str) -> CachedAnswer | None:
+        data = self._store.get(key)
+        return CachedAnswer.loads(data) if data else None
+
+    def put(self, key: str, answer: CachedAnswer) -> None:
+        self._store.set(key, answer.dumps(), self.ttl)
+
+
+Embed = Callable[[list[str]], npt.NDArray[np.float32]]
+
+
+@dataclass
+class _Scope:
+    vectors: npt.NDArray[np.float32]
+    words: list[frozenset[str]]
+    keys: list[str]
+
+
+class SemanticCache:
+    """Answers to earlier questions, found by the similarity of the new question (in process)."""
+
+    def __init__(self, embed: Embed, store: KeyValueStore, *, threshold: float, ttl: float, max_per_scope: int = 5000):
+        self._embed = embed
+        self._store = store  # holds the answers, by key; the vectors stay in process
+        self.threshold = threshold
+        self.ttl = ttl
+        self._max = max_per_scope
+        self._scopes: dict[str, _Scope] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def question(request: ChatRequest) -> str | None:
+        """The text a semantic hit is judged on: the last user message (None when the request is not a question)."""
+        for message in reversed(request.messages):
+            if message.get("role") == "user":
+                content = message.get("content")
+                return content if isinstance(content, str) else None
+        return None
+
+    def lookup(self, scope: str, question: str) -> tuple[CachedAnswer, float] | None:
+        with self._lock:
+            entries = self._scopes.get(scope)
+        if entries is None or not entries.keys:
+            return None
+        vector = self._embed([question])[0]
+        scores = entries.vectors @ vector
+        words = content_words(question)
+        for index in np.argsort(-scores)[:5]:
+            if scores[index] < self.threshold:
+                break
+            if entries.words[index] != words:
+                continue  # similar wording, different content: a near miss, not a paraphrase
+            data = self._store.get(entries.keys[index])
+            if data:
+                return CachedAnswer.loads(data), float(scores[index])
+        return None
+
+    def add(self, scope: str, question: str, answer: CachedAnswer) -> None:
+        vector = self._embed([question])[0]
+        key = "sem:" + hashlib.sha256(f"{scope}\0{question}".encode()).hexdigest()
+        self._store.set(key, answer.dumps(), self.ttl)
+        with self._lock:
+            entries = self._scopes.get(scope)
+            if entries is None:
+                entries = self._scopes[scope] = _Scope(np.zeros((0, len(vector)), dtype=np.float32), [], [])
+            if len(entries.keys) >= self._max:  # forget the oldest
+                entries.vectors, entries.words, entries.keys = entries.vectors[1:], entries.words[1:], entries.keys[1:]
+            entries.vectors = np.vstack([entries.vectors, vector[None, :]])
+            entries.words.append(content_words(question))
+            entries.keys.append(key)

@@ -1,0 +1,227 @@
+"""Authenticated HTTP clients for upstreams, split from the wire formats they carry.
+
+`HTTPProvider` = a wire format (`OpenAIChatFormat`, `AnthropicMessagesFormat`) + an `Upstream` (base URL,
+credentials, connection pool, timeouts). One OpenAI-format provider thus serves OpenAI, Azure OpenAI, vLLM, Ollama
+or llama.cpp's server, each with its own upstream.
+
+The HTTP client is aiohttp: under concurrency it adds far less latency than httpx's async client (encode/httpx#3215),
+and the gateway's own overhead is the thing its benchmark measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from llmops.gateway._tokens import TokenCounter, counter_for
+from llmops.gateway._types import ChatRequest, ProviderError, StreamEvent
+from llmops.gateway._wire_anthropic import AnthropicMessagesFormat
+from llmops.gateway._wire_openai import OpenAIChatFormat
+
+__all__ = [
+    "AnthropicProvider",
+    "HTTPProvider",
+    "OpenAICompatibleProvider",
+    "Timeouts",
+    "Upstream",
+    "check_base_url",
+]
+
+_RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504, 529}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    first_token: float = 30.0  # from sending the request to the first event of the answer
+    total: float = 300.0
+
+
+def check_base_url(url: str, *, allowed: list[str]) -> str:
+    """Refuse a base URL a client supplied unless the operator allowlisted it (by prefix).
+
+    Client-supplied URLs are how SSRF happens: the gateway would call an internal address on the client's behalf.
+    Operator-configured URLs (in settings) are trusted and never pass through here.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProviderError(f"base URL {url!r} is not an http(s) URL", status=400)
+    if not any(url.rstrip("/").startswith(prefix.rstrip("/")) for prefix in allowed):
+        raise ProviderError(
+            f"base URL {url!r} is not in the operator's allowlist (gateway.allowed_base_urls)", status=400
+        )
+    return url
+
+
+class WireFormat(Protocol):
+    path: str
+
+    def body(self, model: str, request: ChatRequest) -> dict[str, Any]: ...
+
+    def events(
+        self,
+        sse: AsyncIterator[tuple[str | None, bytes]],
+        *,
+        upstream: str,
+        model: str,
+        estimate: Callable[[str], int],
+        prompt_text: str,
+    ) -> AsyncIterator[StreamEvent]: ...
+
+
+class Upstream:
+    """One upstream: base URL, auth headers, a keep-alive connection pool (per event loop), timeouts."""
+
+    def __init__(
+        self, base_url: str, *, headers: dict[str, str] | None = None, timeouts: Timeouts | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"content-type": "application/json", **(headers or {})}
+        self.timeouts = timeouts or Timeouts()
+        self._sessions: dict[int, aiohttp.ClientSession] = {}
+
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(id(loop))
+        if session is None or session.closed:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeouts.connect)
+            connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=60, ttl_dns_cache=300)
+            session = aiohttp.ClientSession(timeout=timeout, connector=connector, json_serialize=_dumps)
+            self._sessions[id(loop)] = session
+        return session
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            async with self._session().post(self.base_url + path, data=orjson.dumps(body), headers=self.headers) as r:
+                await _raise_for_status(r, self.base_url)
+                result: dict[str, Any] = orjson.loads(await r.read())
+                return result
+        except aiohttp.ClientError as exc:
+            raise ProviderError(f"{self.base_url} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+
+    async def sse(self, path: str, body: dict[str, Any]) -> AsyncIterator[tuple[str | None, bytes]]:
+        """POST and yield the response's server-sent events as (event name, data) pairs."""
+        try:
+            async with self._session().post(self.base_url + path, data=orjson.dumps(body), headers=self.headers) as r:
+                await _raise_for_status(r, self.base_url)
+                event: str | None = None
+                async for raw in r.content:
+                    line = raw.rstrip(b"\r\n")
+                    if line.startswith(b"data:"):
+                        yield event, line[5:].strip()
+                        event = None
+                    elif line.startswith(b"event:"):
+                        event = line[6:].strip().decode()
+        except aiohttp.ClientError as exc:
+            raise ProviderError(f"{self.base_url} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
+
+    async def aclose(self) -> None:
+        for session in self._sessions.values():
+            if not session.closed:
+                with contextlib.suppress(RuntimeError):  # its event loop is gone already
+                    await session.close()
+        self._sessions.clear()
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def _raise_for_status(response: aiohttp.ClientResponse, upstream: str) -> None:
+    if response.status < 400:
+        return
+    detail = (await response.read()).decode("utf-8", "replace")[:500]
+    raise ProviderError(
+        f"{upstream} answered {response.status}: {detail}",
+        status=response.status,
+        retryable=response.status in _RETRYABLE,
+    )
+
+
+class HTTPProvider:
+    """A provider that reaches an upstream over HTTP in a given wire format."""
+
+    def __init__(self, name: str, wire: WireFormat, upstream: Upstream, tokens: TokenCounter | None = None) -> None:
+        self.name = name
+        self.wire = wire
+        self.upstream = upstream
+        self._tokens = tokens
+
+    def count_tokens(self, model: str, text: str) -> int:
+        return (self._tokens or counter_for(model)).count(text)
+
+    async def stream(self, model: str, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        prompt_text = "\n".join(str(m.get("content") or "") for m in request.messages)
+        sse = self.upstream.sse(self.wire.path, self.wire.body(model, request))
+        async for event in self.wire.events(
+            sse,
+            upstream=self.upstream.base_url,
+            model=model,
+            estimate=lambda text: self.count_tokens(model, text),
+            prompt_text=prompt_text,
+        ):
+            yield event
+
+    async def embed(self, model: str, texts: list[str]) -> tuple[list[list[float]], int]:
+        """OpenAI-format embeddings: (vectors, input tokens)."""
+        data = await self.upstream.post_json("/embeddings", {"model": model, "input": texts})
+        vectors = [item["embedding"] for item in sorted(data["data"], key=lambda d: d["index"])]
+        return vectors, int((data.get("usage") or {}).get("prompt_tokens", 0))
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+
+def _api_key(config: Any) -> str | None:
+    return os.environ.get(config.api_key_env) if config.api_key_env else None
+
+
+def _timeouts(settings: Any) -> Timeouts:
+    gateway = getattr(settings, "gateway", None)
+    if gateway is None:
+        return Timeouts()
+    return Timeouts(gateway.connect_timeout_s, gateway.first_token_timeout_s, gateway.total_timeout_s)
+
+
+class OpenAICompatibleProvider(HTTPProvider):
+    """Any ``/v1/chat/completions`` server. ``base_url`` ends in ``/v1``; the key comes from settings."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeouts: Timeouts | None = None) -> None:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        super().__init__(
+            "openai-compatible", OpenAIChatFormat(), Upstream(base_url, headers=headers, timeouts=timeouts)
+        )
+
+    @classmethod
+    def from_config(cls, config: Any, settings: Any) -> OpenAICompatibleProvider:
+        if not config.base_url:
+            raise ValueError(f"model {config.name!r}: an openai-compatible provider needs base_url")
+        return cls(config.base_url, api_key=_api_key(config), timeouts=_timeouts(settings))
+
+
+class AnthropicProvider(HTTPProvider):
+    """Anthropic's Messages API. ``base_url`` defaults to https://api.anthropic.com."""
+
+    def __init__(
+        self,
+        base_url: str = "https://api.anthropic.com",
+        *,
+        api_key: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        headers = {"anthropic-version": "2023-06-01", **({"x-api-key": api_key} if api_key else {})}
+        super().__init__("anthropic", AnthropicMessagesFormat(), Upstream(base_url, headers=headers, timeouts=timeouts))
+
+    @classmethod
+    def from_config(cls, config: Any, settings: Any) -> AnthropicProvider:
+        return cls(
+            config.base_url or "https://api.anthropic.com", api_key=_api_key(config), timeouts=_timeouts(settings)
+        )
