@@ -117,7 +117,7 @@ class GatewaySettings(BaseModel):
     cache_ttl_s: float = Field(default=3600.0, gt=0)
     cache_max_entries: int = Field(default=10_000, ge=1)
     semantic_cache: bool = False
-    semantic_cache_threshold: float = Field(default=0.9, gt=0, le=1)
+    semantic_cache_threshold: float = Field(default=0.85, gt=0, le=1)
     redis_url: str | None = Field(default=None, description="shared cache and counters across replicas")
     allowed_base_urls: list[str] = Field(default_factory=list, description="base URLs clients may name (SSRF)")
     require_api_key: bool = False

@@ -283,3 +283,29 @@ def test_reprice_recomputes_past_costs_under_a_new_book(tmp_path: Path) -> None:
     assert report.new_total_usd == pytest.approx(report.old_total_usd * 10)
     assert all(c["cost_usd"] == pytest.approx(report.old_total_usd / 3) for c in platform.ledger.calls())  # unchanged
     platform.close()
+
+
+def test_metrics_and_cli_reports(served: tuple[Platform, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from llmops.cli import app
+
+    platform, base = served
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+    metrics = httpx.get(f"{base}/metrics").text
+    assert 'llmops_gateway_calls_total{cache="none",model="gpt",served_by="gpt",status="ok"} 1.0' in metrics
+    assert 'llmops_gateway_calls_total{cache="exact",model="gpt",served_by="gpt",status="ok"} 1.0' in metrics
+    assert 'llmops_cost_usd_total{model="gpt"}' in metrics and "llmops_gateway_call_seconds_bucket" in metrics
+    platform.journal.flush()
+    monkeypatch.setenv("LLMOPS_DATA_DIR", str(platform.settings.data_dir))
+    runner = CliRunner()
+    costs = runner.invoke(app, ["gateway", "costs"])
+    assert costs.exit_code == 0 and "gpt" in costs.output
+    calls = runner.invoke(app, ["gateway", "calls"])
+    assert calls.exit_code == 0 and "exact" in calls.output
+    prices = runner.invoke(app, ["gateway", "prices"])
+    assert prices.exit_code == 0 and "smollm2-135m-instruct" in prices.output and "local" in prices.output
+    repriced = runner.invoke(app, ["gateway", "reprice"])
+    assert repriced.exit_code == 0 and "re-priced 1 calls" in repriced.output

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 
 from llmops.cli._common import console, errors, open_platform, with_platform
+from llmops.cli._gateway import gateway_app
 from llmops.cli._prompts import prompts_app, roles_app
 
 __all__ = ["app", "main"]
@@ -20,6 +21,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(help="llmops: the production loop for LLM applications.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(roles_app, name="roles")
+app.add_typer(gateway_app, name="gateway")
 
 _TRACE_DETAILS = (
     "gen_ai.usage.input_tokens",
@@ -49,10 +51,7 @@ def up(
         console.print(
             f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] (models: {', '.join(platform.served_models())})"
         )
-        try:
-            uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False)
-        finally:
-            asyncio.run(platform.gateway.aclose())
+        uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False)
 
 
 @app.command()

@@ -3,8 +3,9 @@
 Exact key: the upstream model version and every parameter that changes the answer, plus the caller's scope, hashed.
 A sampled answer (temperature > 0) is only cached when the request opts in. Semantic entries are scoped by served
 alias, prompt version (``metadata.prompt_version``) and tenant (team or user), so one team's answer never serves
-another's; a hit needs cosine similarity above the threshold *and* the same content words on both sides ("reset my
-password" and "reset my username" differ by one word, and that word is the question).
+another's; a hit needs cosine similarity above the threshold *and* content words that differ only by insertion or
+deletion: a paraphrase adds or drops words ("What are the steps to reset my password?"), a near miss swaps one
+("reset my password" / "reset my username"), and embeddings alone score near misses as high as paraphrases.
 
 Both live in process by default and in Redis when configured (shared by replicas).
 """
@@ -34,6 +35,7 @@ __all__ = [
     "SemanticCache",
     "content_words",
     "exact_key",
+    "same_question",
 ]
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -43,7 +45,8 @@ _STOP_TEXT = (
     "doing have has had having can could should would will shall may might must to of in on at by for with about "
     "from into over under again further then once here there when where why how what which who whom this that these "
     "those and but if or because as until while so than too very just not no nor only own same some any each few "
-    "more most other such all both up down out off please tell explain show know want need get go way"
+    "more most other such all both up down out off please tell explain show know want need get go way "
+    "whats whos wheres hows us per much many during"
 )
 _STOPWORDS = frozenset(_STOP_TEXT.split())
 # Words that change the meaning of a question though they look like filler.
@@ -84,9 +87,27 @@ def exact_key(upstream_model: str, request: ChatRequest, scope: str) -> str:
     return hashlib.sha256(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def _stem(word: str) -> str:
+    """A crude suffix stripper: enough to equate "report"/"reports", "travel"/"travelling", "night"/"nightly"."""
+    for suffix in ("ling", "ing", "ly", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
 def content_words(text: str) -> frozenset[str]:
-    words = _WORD.findall(text.lower().replace("'", ""))
-    return frozenset(w for w in words if w not in _STOPWORDS or w in _NEGATIONS)
+    """The stems of the words that carry the question's topic (negations kept: they flip the question)."""
+    out = set()
+    for word in _WORD.findall(text.lower().replace("'", "")):
+        stem = _stem(word)
+        if word in _NEGATIONS or (word not in _STOPWORDS and stem not in _STOPWORDS):
+            out.add(stem)
+    return frozenset(out)
+
+
+def same_question(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Content words differ only by words added on one side, never by a word swapped for another."""
+    return a <= b or b <= a
 
 
 class KeyValueStore(Protocol):
@@ -194,8 +215,8 @@ class SemanticCache:
         for index in np.argsort(-scores)[:5]:
             if scores[index] < self.threshold:
                 break
-            if entries.words[index] != words:
-                continue  # similar wording, different content: a near miss, not a paraphrase
+            if not same_question(entries.words[index], words):
+                continue  # a word was swapped: a near miss, not a paraphrase
             data = self._store.get(entries.keys[index])
             if data:
                 return CachedAnswer.loads(data), float(scores[index])

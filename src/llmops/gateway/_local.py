@@ -12,6 +12,7 @@ import asyncio
 import codecs
 import importlib.util
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -122,13 +123,15 @@ class LocalLlamaProvider:
             try:
                 if cancelled.is_set():  # the caller left while this request waited for its turn
                     return
-                for item in self._generate(tokens, request, max_tokens, cancelled):
+                queued_ms = (time.perf_counter() - submitted) * 1000
+                for item in self._generate(tokens, request, max_tokens, cancelled, queued_ms):
                     emit(item)
             except BaseException as exc:  # delivered to the consumer, which re-raises it
                 emit(exc)
             finally:
                 emit(_DONE)
 
+        submitted = time.perf_counter()
         worker = loop.run_in_executor(self._worker, work)
         try:
             while True:
@@ -145,7 +148,7 @@ class LocalLlamaProvider:
             await asyncio.shield(worker)
 
     def _generate(
-        self, tokens: list[int], request: ChatRequest, max_tokens: int, cancelled: threading.Event
+        self, tokens: list[int], request: ChatRequest, max_tokens: int, cancelled: threading.Event, queued_ms: float
     ) -> Iterator[StreamEvent]:
         import llama_cpp
 
@@ -181,7 +184,8 @@ class LocalLlamaProvider:
         tail = "" if stops.hit else stops.flush(decoder.decode(b"", final=True))
         if tail:
             yield TextDelta(tail)
-        yield Finish(reason=reason, usage=Usage(len(tokens), produced), response_model=self.model_path.stem)
+        usage = Usage(len(tokens), produced)
+        yield Finish(reason=reason, usage=usage, response_model=self.model_path.stem, queue_ms=queued_ms)
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._worker, self._unload)

@@ -89,6 +89,7 @@ class Finish:
     reason: str  # "stop" | "length" | "tool_calls" | "content_filter"
     usage: Usage
     response_model: str
+    queue_ms: float = 0.0  # time the request waited for the model before it started (local models)
 
 
 StreamEvent = TextDelta | ToolCallDelta | Finish
@@ -110,6 +111,7 @@ class ChatResult:
     attempts: int = 1
     fallbacks: list[str] = field(default_factory=list)  # aliases tried before the one that answered
     served_by: str = ""  # the alias that answered (differs from ``model`` after routing or fallback)
+    queue_ms: float = 0.0
     price_book: str = ""
     trace_id: str | None = None
 

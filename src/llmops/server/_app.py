@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 
 from fastapi import FastAPI
@@ -21,7 +23,13 @@ _PAGES = {"/": "index.html", "/prompts": "prompts.html"}
 
 def create_app(platform: Platform) -> FastAPI:
     """The ASGI app. The caller owns ``platform`` and closes it."""
-    app = FastAPI(title="llmops", version="0.1.0", docs_url="/docs", redoc_url=None)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Upstream connection pools belong to this event loop: close them on it.
+        await platform.gateway.aclose()
+
+    app = FastAPI(title="llmops", version="0.1.0", docs_url="/docs", redoc_url=None, lifespan=lifespan)
     app.include_router(openai_router(platform))
     app.include_router(anthropic_router(platform))
     app.include_router(api_router(platform))
