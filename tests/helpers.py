@@ -104,6 +104,8 @@ class FakeUpstream:
         body, model, early = await self._common(request)
         if early is not None:
             return early
+        if not body.get("stream"):
+            return await self._openai_whole(model)
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
             payload = {"model": f"{model}-2026", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
@@ -134,6 +136,31 @@ class FakeUpstream:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def _openai_whole(self, model: str) -> Response:
+        if model in ("stall", "hang"):
+            await asyncio.sleep(2)
+        if model in ("cut", "bad-chunk"):
+            return Response(b'{"choices": [{"message": {"content": "Hel', media_type="application/json")
+        message: dict[str, Any] = {"role": "assistant", "content": "Hello world"}
+        finish = "stop"
+        if model == "tools":
+            call = {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+            }
+            message, finish = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        usage = {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13}
+        return JSONResponse(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": f"{model}-2026",
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
+
     async def _embeddings(self, request: Request) -> Response:
         body = await request.json()
         texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
@@ -145,10 +172,31 @@ class FakeUpstream:
         )
 
     async def _anthropic(self, request: Request) -> Response:
-        _body, model, early = await self._common(request)
+        body, model, early = await self._common(request)
         if early is not None:
             return early
         assert request.headers.get("anthropic-version"), "the Messages API needs an anthropic-version header"
+        if not body.get("stream"):
+            if model == "stall":
+                await asyncio.sleep(2)
+            content: list[dict[str, Any]] = [{"type": "text", "text": "Hello world"}]
+            stop_reason = "end_turn"
+            if model == "tools":
+                content = [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]
+                stop_reason = "tool_use"
+            if model == "error-event":
+                return JSONResponse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+            return JSONResponse(
+                {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": f"{model}-2026",
+                    "content": content,
+                    "stop_reason": stop_reason,
+                    "usage": {"input_tokens": 12, "output_tokens": 2},
+                }
+            )
 
         def event(kind: str, payload: dict[str, Any]) -> str:
             return f"event: {kind}\ndata: {json.dumps({'type': kind, **payload})}\n\n"

@@ -45,7 +45,7 @@ class Platform:
         self.store = Store(self.settings.resolved_database_url)
         self.store.migrate()
 
-        self.journal = Journal(self.store, self.settings.data_dir / "journal")
+        self.journal = Journal(self.store, self.settings.data_dir / "journal", drain=self.settings.journal_drain)
         self.metrics = PlatformMetrics()
         self.tracing = Tracing(self.journal)
         self.tracing.add_processor(MetricsSpanProcessor(self.metrics))

@@ -178,6 +178,9 @@ class Settings(BaseSettings):
     environment: str = Field(default="dev", description="the environment this process serves (its prompt labels)")
     environments: list[str] = Field(default_factory=lambda: ["dev", "staging", "prod"], min_length=1)
     prompt_cache_ttl_s: float = Field(default=10.0, ge=0.0)
+    journal_drain: Literal["thread", "process"] = Field(
+        default="thread", description="where the journal is drained into the store; `llmops up` uses a process"
+    )
     models: list[ModelConfig] = Field(default_factory=_default_models)
     routers: list[RouterConfig] = Field(default_factory=list)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)

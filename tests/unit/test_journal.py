@@ -134,3 +134,21 @@ def test_journals_of_live_processes_are_left_alone(database_url: str, tmp_path: 
     assert _count(store) == 2
     server.close()
     store.close()
+
+
+def test_a_drainer_process_inserts_while_the_journal_only_appends(database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    store.migrate()
+    journal = Journal(store, tmp_path / "journal", interval=0.05, drain="process")
+    for i in range(200):
+        journal.append({"traces": [_trace(i)]})
+    deadline = time.monotonic() + 30  # the child imports llmops first
+    while _count(store) < 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _count(store) == 200
+    journal.append({"traces": [_trace(999)]})
+    journal.flush()  # a read right after a request sees its rows, whoever drains them
+    assert _count(store) == 201
+    journal.close()
+    assert list((tmp_path / "journal").iterdir()) == []
+    store.close()

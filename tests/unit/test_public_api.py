@@ -39,7 +39,7 @@ EXPECTED = {
         "REQUEST_ID", "MetricsSpanProcessor", "PlatformMetrics", "StoreSpanProcessor", "TraceNotFoundError",
         "TraceReader", "Tracing",
     },
-    "llmops.server": {"create_app"},
+    "llmops.server": {"app_from_settings", "create_app", "tune_garbage_collector"},
     "llmops.cli": {"app", "main"},
     "llmops.testing": {"HashEmbedder", "ScriptedProvider", "make_pdf"},
 }  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,10 +26,10 @@ _USER_ERRORS = (LookupError, PromptTemplateError, ApprovalRequiredError, ReviewR
 
 
 @contextmanager
-def open_platform() -> Iterator[Platform]:
-    """A platform built from settings for one command, closed afterwards."""
+def open_platform(**overrides: Any) -> Iterator[Platform]:
+    """A platform built from settings (plus ``overrides``) for one command, closed afterwards."""
     try:
-        platform = Platform(Settings())
+        platform = Platform(Settings(**overrides))
     except Exception as exc:
         errors.print(f"[red]cannot start llmops:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 
+from llmops._settings import Settings
 from llmops.cli._common import console, errors, open_platform, with_platform
 from llmops.cli._gateway import gateway_app
 from llmops.cli._prompts import prompts_app, roles_app
@@ -38,19 +39,30 @@ _TRACE_DETAILS = (
 def up(
     host: Annotated[str | None, typer.Option(help="bind address (LLMOPS_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (LLMOPS_PORT)")] = None,
+    workers: Annotated[int, typer.Option(help="server processes (each a replica with its own platform)")] = 1,
 ) -> None:
     """Serve the platform over HTTP: REST API, OpenAI-compatible /v1, web page at /."""
     import uvicorn
 
-    from llmops.server import create_app
+    from llmops.server import create_app, tune_garbage_collector
 
-    with open_platform() as platform:
+    if workers > 1:
+        # Replicas share the store; limits and caches are per process unless gateway.redis_url is set.
+        settings = Settings()
+        bind_host, bind_port = host or settings.host, port or settings.port
+        console.print(f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] with {workers} workers")
+        uvicorn.run("llmops.server:app_from_settings", factory=True, host=bind_host, port=bind_port,
+                    workers=workers, log_level="info", access_log=False)  # fmt: skip
+        return
+    with open_platform(journal_drain="process") as platform:
         settings = platform.settings
         bind_host, bind_port = host or settings.host, port or settings.port
-        platform.gateway.count_tokens(platform.rag().config.model, "warm up")  # load the model before any request
+        if platform.rag_apps:  # load the RAG model before the first request, not during it
+            platform.gateway.count_tokens(platform.rag().config.model, "warm up")
         console.print(
             f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] (models: {', '.join(platform.served_models())})"
         )
+        tune_garbage_collector()
         uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False)
 
 

@@ -53,6 +53,7 @@ class ChatRequest:
     user: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     cache: bool | None = None
+    stream: bool = True  # False: the caller wants the whole answer at once, so upstreams may answer in one piece
 
 
 @dataclass(frozen=True)

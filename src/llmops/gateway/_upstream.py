@@ -66,6 +66,8 @@ class WireFormat(Protocol):
 
     def body(self, model: str, request: ChatRequest) -> dict[str, Any]: ...
 
+    def parse(self, data: dict[str, Any], *, upstream: str, model: str) -> list[StreamEvent]: ...
+
     def events(
         self,
         sse: AsyncIterator[tuple[str | None, bytes]],
@@ -102,8 +104,11 @@ class Upstream:
         try:
             async with self._session().post(self.base_url + path, data=orjson.dumps(body), headers=self.headers) as r:
                 await _raise_for_status(r, self.base_url)
-                result: dict[str, Any] = orjson.loads(await r.read())
-                return result
+                raw = await r.read()
+            result: dict[str, Any] = orjson.loads(raw)
+            return result
+        except orjson.JSONDecodeError as exc:
+            raise ProviderError(f"{self.base_url} sent a malformed response: {raw[:200]!r}", retryable=True) from exc
         except aiohttp.ClientError as exc:
             raise ProviderError(f"{self.base_url} failed: {type(exc).__name__}: {exc}", retryable=True) from exc
 
@@ -159,6 +164,11 @@ class HTTPProvider:
         return (self._tokens or counter_for(model)).count(text)
 
     async def stream(self, model: str, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        if not request.stream:  # one response instead of an event stream: less work on both sides
+            data = await self.upstream.post_json(self.wire.path, self.wire.body(model, request))
+            for event in self.wire.parse(data, upstream=self.upstream.base_url, model=model):
+                yield event
+            return
         prompt_text = "\n".join(str(m.get("content") or "") for m in request.messages)
         sse = self.upstream.sse(self.wire.path, self.wire.body(model, request))
         async for event in self.wire.events(

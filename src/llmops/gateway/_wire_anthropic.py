@@ -68,7 +68,7 @@ class AnthropicMessagesFormat:
             "model": model,
             "messages": messages,
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
-            "stream": True,
+            "stream": request.stream,
             "temperature": min(request.temperature, 1.0),  # the Messages API caps temperature at 1
         }
         if request.top_p < 1.0:
@@ -97,6 +97,28 @@ class AnthropicMessagesFormat:
         if request.user:
             body["metadata"] = {"user_id": request.user}
         return body
+
+    def parse(self, data: dict[str, Any], *, upstream: str, model: str) -> list[StreamEvent]:
+        """The events of a whole (non-streamed) message."""
+        if data.get("type") == "error":
+            error = data.get("error") or {}
+            raise ProviderError(f"{upstream} failed: {error.get('type')}: {error.get('message')}",
+                                retryable=error.get("type") in _RETRYABLE_ERRORS)  # fmt: skip
+        events: list[StreamEvent] = []
+        calls = 0
+        for block in data.get("content") or []:
+            if block.get("type") == "text" and block.get("text"):
+                events.append(TextDelta(block["text"]))
+            elif block.get("type") == "tool_use":
+                arguments = orjson.dumps(block.get("input") or {}).decode()
+                events.append(ToolCallDelta(calls, block.get("id"), block.get("name"), arguments))
+                calls += 1
+        u = data.get("usage") or {}
+        cached = int(u.get("cache_read_input_tokens", 0) or 0)
+        usage = Usage(int(u.get("input_tokens", 0)) + cached, int(u.get("output_tokens", 0)), False, cached)
+        reason = _STOP_REASONS.get(data.get("stop_reason") or "end_turn", data.get("stop_reason") or "stop")
+        events.append(Finish(reason=reason, usage=usage, response_model=data.get("model") or model))
+        return events
 
     async def events(
         self,

@@ -21,11 +21,12 @@ class OpenAIChatFormat:
         body: dict[str, Any] = {
             "model": model,
             "messages": request.messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
+            "stream": request.stream,
             "temperature": request.temperature,
             "top_p": request.top_p,
         }
+        if request.stream:
+            body["stream_options"] = {"include_usage": True}
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
         if request.stop:
@@ -41,6 +42,24 @@ class OpenAIChatFormat:
         if request.user:
             body["user"] = request.user
         return body
+
+    def parse(self, data: dict[str, Any], *, upstream: str, model: str) -> list[StreamEvent]:
+        """The events of a whole (non-streamed) response."""
+        try:
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+            u = data["usage"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ProviderError(f"{upstream} sent an incomplete response: {str(data)[:200]}") from exc
+        events: list[StreamEvent] = [TextDelta(message["content"])] if message.get("content") else []
+        for index, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            events.append(ToolCallDelta(index, call.get("id"), function.get("name"), function.get("arguments") or ""))
+        cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        usage = Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)), False, cached)
+        reason = choice.get("finish_reason") or "stop"
+        events.append(Finish(reason=reason, usage=usage, response_model=data.get("model") or model))
+        return events
 
     async def events(
         self,

@@ -46,6 +46,10 @@ class TraceReader:
             ).all()
         depth: dict[str, int] = {}
         out_spans = []
+        summary = _summary(row)
+        root = next((s for s in spans if s.parent_span_id is None), None)
+        if root is not None:
+            summary["attributes"] = {**summary["attributes"], **root.attributes}
         for span in spans:
             depth[span.span_id] = depth.get(span.parent_span_id or "", -1) + 1
             out_spans.append(
@@ -62,7 +66,7 @@ class TraceReader:
                     "events": span.events,
                 }
             )
-        return {**_summary(row), "spans": out_spans}
+        return {**summary, "spans": out_spans}
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         self._journal.flush()

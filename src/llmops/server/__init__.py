@@ -1,5 +1,5 @@
 """HTTP server: REST API, OpenAI-compatible API, web page."""
 
-from llmops.server._app import create_app
+from llmops.server._app import app_from_settings, create_app, tune_garbage_collector
 
-__all__ = ["create_app"]
+__all__ = ["app_from_settings", "create_app", "tune_garbage_collector"]

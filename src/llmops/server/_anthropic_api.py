@@ -27,7 +27,7 @@ from llmops.gateway import (
     UnknownModelError,
 )
 from llmops.rag import new_request_id
-from llmops.server._openai_api import caller_of
+from llmops.server._shared import caller_from
 
 __all__ = ["anthropic_router"]
 
@@ -147,7 +147,7 @@ def anthropic_router(platform: Platform) -> APIRouter:
         request_id = new_request_id()
         message_id = "msg_" + request_id.removeprefix("req_")
         try:
-            caller = caller_of(platform, http, body.to_gateway().user, None)
+            caller = caller_from(platform, http.headers.get("authorization"), body.to_gateway().user, None)
             if body.model not in platform.gateway.model_names():
                 raise UnknownModelError(
                     f"unknown model {body.model!r}; served: {', '.join(platform.gateway.model_names())}"

@@ -6,10 +6,17 @@ process being killed (``kill -9``). A background thread drains the journal into 
 one transaction per batch; a crash between the drain and the deletion of the drained segment replays the segment,
 and the inserts ignore rows that are already there (every journalled table has a natural primary key).
 
-Layout: each process journals into its own folder ``ROOT/<pid>-<random>/`` holding ``segment-<n>.jsonl`` files (one
-JSON object per line, mapping table names to lists of rows) and a ``lock`` file it holds an exclusive ``flock`` on
-while it lives. Several processes (the server, ``llmops ingest``, another replica) can share one ROOT: at start a
-process drains and removes the folders whose lock it can take, which are those of processes that died.
+Layout: each process journals into its own folder ``ROOT/<pid>-<random>/`` and holds an exclusive ``flock`` on its
+``lock`` file while it lives. Lines (one JSON object each, mapping table names to lists of rows) are appended to
+``segment-<n>.jsonl``; every interval the segment is closed and renamed ``segment-<n>.ready``. A drainer claims a
+ready segment by renaming it ``segment-<n>.draining-<pid>`` (only one rename can win), inserts it and deletes it.
+Several processes (the server, ``llmops ingest``, other replicas) can share one ROOT: at start a process drains and
+removes the folders whose lock it can take, which are those of processes that died.
+
+Draining runs on a thread of the process by default. The server runs it in a child process instead
+(``drain="process"``): inserting is work the request path must not wait for, and a thread would compete with the
+event loop for the interpreter lock (at 1,600 gateway calls per second it cost a third of the throughput and
+tripled the 99th percentile, measured).
 """
 
 from __future__ import annotations
@@ -19,19 +26,23 @@ import logging
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from sqlalchemy import DateTime, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import JSON, Column, DateTime
+from sqlalchemy.engine import Dialect
 
 from llmops.store._base import Base
 from llmops.store._store import Store
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "SegmentWriter", "drain_ready"]
 
 logger = logging.getLogger("llmops.store")
 
@@ -43,8 +54,12 @@ class Journal:
     >>> journal.flush()                                           # doctest: +SKIP  (drained into the store)
     """
 
-    def __init__(self, store: Store, root: Path, *, interval: float = 0.05) -> None:
+    def __init__(
+        self, store: Store, root: Path, *, interval: float = 0.2, drain: Literal["thread", "process"] = "thread"
+    ) -> None:
         self._store = store
+        self._drain = drain
+        self._drainer: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
         self.directory = root / f"{os.getpid()}-{secrets.token_hex(4)}"
         self.directory.mkdir()
@@ -55,14 +70,15 @@ class Journal:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._interval = interval
+        self._writer = SegmentWriter(store)
+        self._pending: list[bytes] = []
         self._number = 0
         self._recover(root)
         self._fd, self._size = self._open_segment()
+        if drain == "process":
+            self._drainer = _start_drainer(self.directory, store.url, interval)
         self._thread = threading.Thread(target=self._run, name="llmops-journal", daemon=True)
         self._thread.start()
-
-    def _segments(self, directory: Path | None = None) -> list[Path]:
-        return list((directory or self.directory).glob("segment-*.jsonl"))
 
     def _recover(self, root: Path) -> None:
         """Drain the journals of processes that died (their lock can be taken), then remove them."""
@@ -77,7 +93,9 @@ class Journal:
                 os.close(fd)
                 continue  # its process is alive and drains it itself
             try:
-                self._drain_segments(self._segments(folder))
+                # Its drainer, if it had one, exits when it sees its parent gone; re-inserting is harmless.
+                for segment in sorted(folder.glob("segment-*")):
+                    self._drain_file(segment)
                 shutil.rmtree(folder, ignore_errors=True)
             finally:
                 os.close(fd)
@@ -88,69 +106,164 @@ class Journal:
     def _open_segment(self) -> tuple[int, int]:
         return os.open(self._path(self._number), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), 0
 
-    def append(self, rows_by_table: dict[str, list[dict[str, Any]]]) -> None:
-        """Durably queue rows (one line: all of them or none). Datetimes, numbers, strings, lists, dicts only."""
+    def append(self, rows_by_table: dict[str, list[dict[str, Any]]], *, durable: bool = True) -> None:
+        """Queue rows (one line: all of them or none). Datetimes, numbers, strings, lists, dicts only.
+
+        ``durable`` lines are on disk when this returns, together with any non-durable lines before them; a
+        non-durable line waits (in memory, at most one drain interval) for the next durable one. Use it only for
+        rows that are always followed by a durable line before anything is acknowledged.
+        """
         line = orjson.dumps(rows_by_table, option=orjson.OPT_NAIVE_UTC) + b"\n"
         with self._append_lock:
             if self._stopped.is_set():
                 raise RuntimeError("the journal is closed")
+            if not durable:
+                self._pending.append(line)
+                return
+            if self._pending:
+                line = b"".join([*self._pending, line])
+                self._pending.clear()
             os.write(self._fd, line)
             self._size += len(line)
 
+    def _write_pending(self) -> None:
+        """Put lines still in memory on disk (called with the append lock held)."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            os.write(self._fd, data)
+            self._size += len(data)
+
+    def rotate(self) -> None:
+        """Close the current segment (if it holds anything) and mark it ready to drain."""
+        with self._append_lock:
+            if self._fd < 0:
+                return
+            self._write_pending()
+            if self._size == 0:
+                return
+            os.close(self._fd)
+            current = self._path(self._number)
+            current.rename(current.with_suffix(".ready"))
+            self._number += 1
+            self._fd, self._size = self._open_segment()
+
     def flush(self) -> None:
-        """Drain everything appended so far into the store, now."""
+        """Drain everything appended so far into the store, now (waiting for a drainer mid-way, if any)."""
         with self._drain_lock:
-            with self._append_lock:
-                if self._size == 0:
-                    return
-                os.close(self._fd)
-                closed = self._path(self._number)
-                self._number += 1
-                self._fd, self._size = self._open_segment()
-            self._drain_segments([closed])
+            self.rotate()
+            drain_ready(self.directory, self._drain_file)
+            deadline = time.monotonic() + 30
+            while any(self.directory.glob("segment-*.draining-*")) and time.monotonic() < deadline:
+                time.sleep(0.005)  # the drainer process is inserting a segment: its rows are moments away
 
     def _run(self) -> None:
         while not self._stopped.is_set():
             self._wake.wait(self._interval)
             self._wake.clear()
             try:
-                self.flush()
+                if self._drain == "process":
+                    self.rotate()
+                else:
+                    self.flush()
             except Exception:  # the store may be briefly unavailable: the lines stay on disk and are retried
                 logger.exception("draining the journal failed; will retry")
                 self._stopped.wait(1.0)
 
-    def _drain_segments(self, segments: list[Path]) -> None:
-        for segment in sorted(segments):
-            batches = _read(segment)
-            if batches:
-                self._insert(batches)
-            segment.unlink()
-
-    def _insert(self, batches: dict[str, list[dict[str, Any]]]) -> None:
-        tables = Base.metadata.tables
-        dialect_insert = postgresql.insert if self._store.engine.dialect.name == "postgresql" else sqlite.insert
-        with self._store.engine.begin() as connection:
-            for name, rows in batches.items():
-                table = tables.get(name)
-                if table is None:
-                    logger.error("journal holds rows for unknown table %r; skipped", name)
-                    continue
-                statement = dialect_insert(table).on_conflict_do_nothing()
-                connection.execute(statement, [_typed(table, row) for row in rows])
+    def _drain_file(self, segment: Path) -> None:
+        self._writer.drain_file(segment)
 
     def close(self) -> None:
-        """Stop the drain thread and drain what is left."""
+        """Stop draining in the background and drain what is left."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self._wake.set()
         self._thread.join(timeout=10)
-        with self._drain_lock, self._append_lock:
+        self.flush()
+        if self._drainer is not None:
+            self._drainer.terminate()
+            self._drainer.wait(timeout=10)
+        with self._append_lock:
             os.close(self._fd)
             self._fd = -1
-        self._drain_segments(self._segments())
+        for segment in sorted(self.directory.glob("segment-*")):
+            self._drain_file(segment)
         shutil.rmtree(self.directory, ignore_errors=True)
         os.close(self._lock_fd)
+
+
+class SegmentWriter:
+    """Inserts journal segments into the store: one transaction, one ``executemany`` per table.
+
+    It works on the raw DB-API connection, skipping SQLAlchemy's per-statement machinery: draining is volume work.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._plans: dict[str, tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
+
+    def drain_file(self, segment: Path) -> None:
+        """Insert a segment's rows, then delete it (rows already in the store are skipped)."""
+        batches = _read(segment)
+        if batches:
+            self._insert(batches)
+        segment.unlink(missing_ok=True)
+
+    def _insert(self, batches: dict[str, list[dict[str, Any]]]) -> None:
+        connection = self._store.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            for name, rows in batches.items():
+                plan = self._plan(name)
+                if plan is None:
+                    logger.error("journal holds rows for unknown table %r; skipped", name)
+                    continue
+                sql, columns = plan
+                cursor.executemany(sql, [tuple(convert(row.get(c)) for c, convert in columns) for row in rows])
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+
+    def _plan(self, name: str) -> tuple[str, list[tuple[str, Callable[[Any], Any]]]] | None:
+        """The INSERT statement for a table and, per column, how a journalled JSON value becomes a DB-API value."""
+        plan = self._plans.get(name)
+        if plan is None:
+            table = Base.metadata.tables.get(name)
+            if table is None:
+                return None
+            dialect = self._store.engine.dialect
+            names = [c.name for c in table.columns]
+            quoted = ", ".join(dialect.identifier_preparer.quote(n) for n in names)
+            marker = "?" if dialect.paramstyle == "qmark" else "%s"
+            values = ", ".join([marker] * len(names))
+            verb = "INSERT OR IGNORE" if dialect.name == "sqlite" else "INSERT"
+            tail = "" if dialect.name == "sqlite" else " ON CONFLICT DO NOTHING"
+            sql = f"{verb} INTO {dialect.identifier_preparer.format_table(table)} ({quoted}) VALUES ({values}){tail}"
+            plan = (sql, [(c.name, _converter(c, dialect)) for c in table.columns])
+            self._plans[name] = plan
+        return plan
+
+
+def drain_ready(directory: Path, drain: Callable[[Path], None]) -> None:
+    """Claim each ready segment (a rename only one process can win) and drain it."""
+    for segment in sorted(directory.glob("segment-*.ready")):
+        claimed = segment.with_suffix(f".draining-{os.getpid()}")
+        try:
+            segment.rename(claimed)
+        except FileNotFoundError:
+            continue  # another drainer took it
+        drain(claimed)
+
+
+def _start_drainer(directory: Path, url: str, interval: float) -> subprocess.Popen[bytes]:
+    # The database URL may hold a password: it goes through the environment, not the command line (ps shows that).
+    env = {**os.environ, "LLMOPS_DRAINER_DATABASE_URL": url}
+    command = [sys.executable, "-m", "llmops.store._drainer", str(directory), str(interval), str(os.getpid())]
+    return subprocess.Popen(command, env=env, start_new_session=False)
 
 
 def _read(segment: Path) -> dict[str, list[dict[str, Any]]]:
@@ -170,11 +283,17 @@ def _read(segment: Path) -> dict[str, list[dict[str, Any]]]:
     return batches
 
 
-def _typed(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no datetimes: turn ISO strings back into datetimes for DateTime columns."""
-    out = dict(row)
-    for column in table.columns:
-        value = out.get(column.name)
-        if isinstance(value, str) and isinstance(column.type, DateTime):
-            out[column.name] = datetime.fromisoformat(value)
-    return out
+def _converter(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """JSON columns are dumped with orjson; datetimes (ISO strings in the journal) become what the dialect stores."""
+    if isinstance(column.type, JSON):
+        # A str is JSON the appender serialised already (our JSON columns hold objects and arrays, never strings).
+        return lambda value: value if value is None or isinstance(value, str) else orjson.dumps(value).decode()
+    if isinstance(column.type, DateTime):
+        bind = column.type.bind_processor(dialect)
+
+        def to_datetime(value: Any) -> Any:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+            return bind(moment) if bind else moment
+
+        return to_datetime
+    return lambda value: value

@@ -1,0 +1,75 @@
+"""What the OpenAI- and Anthropic-compatible surfaces share: error responses and who the caller is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi.responses import Response
+
+from llmops._platform import Platform
+from llmops.gateway import (
+    AuthenticationError,
+    Caller,
+    LimitExceededError,
+    ProviderError,
+    UnknownModelError,
+    Usage,
+    identify,
+)
+
+__all__ = ["GATEWAY_ERRORS", "ErrorResponse", "caller_from", "gateway_error", "openai_error", "usage_dict"]
+
+GATEWAY_ERRORS = (ProviderError, UnknownModelError, LimitExceededError, AuthenticationError)
+
+
+class ErrorResponse:
+    """A JSON error: status, body and extra headers, sendable by FastAPI routes and bare ASGI handlers alike."""
+
+    def __init__(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = orjson.dumps(payload)
+        self.headers = headers or {}
+
+    def fastapi(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type="application/json", headers=self.headers)
+
+
+def openai_error(
+    status: int, message: str, *, kind: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> ErrorResponse:
+    return ErrorResponse(status, {"error": {"message": message, "type": kind, "code": code}}, headers)
+
+
+def gateway_error(exc: Exception) -> ErrorResponse:
+    """The OpenAI-shaped error response for a gateway failure."""
+    if isinstance(exc, LimitExceededError):
+        return openai_error(429, str(exc), kind="rate_limit_exceeded", code="rate_limit_exceeded",
+                            headers={"retry-after": str(exc.retry_after)})  # fmt: skip
+    if isinstance(exc, AuthenticationError):
+        return openai_error(401, str(exc), kind="authentication_error", code="invalid_api_key")
+    if isinstance(exc, UnknownModelError):
+        return openai_error(404, str(exc.args[0]), kind="invalid_request_error", code="model_not_found")
+    if isinstance(exc, ProviderError) and exc.status in (400, 413, 422):
+        return openai_error(400, str(exc), kind="invalid_request_error")
+    return openai_error(502, str(exc), kind="upstream_error")
+
+
+def caller_from(
+    platform: Platform, authorization: str | None, user: str | None, metadata: dict[str, str] | None
+) -> Caller:
+    """The caller of a request, from its ``Authorization: Bearer`` header and its ``user`` / metadata."""
+    authorization = authorization or ""
+    bearer = authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
+    gateway = platform.settings.gateway
+    return identify(bearer, gateway.api_keys, require_key=gateway.require_api_key, user=user, metadata=metadata)
+
+
+def usage_dict(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
