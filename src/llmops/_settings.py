@@ -46,6 +46,7 @@ class ModelConfig(BaseModel):
     model: str = ""
     base_url: str | None = None
     api_key_env: str | None = Field(default=None, description="name of the environment variable holding the API key")
+    api_key_file: Path | None = Field(default=None, description="a secrets file holding the API key (e.g. mounted)")
     params: dict[str, Any] = Field(default_factory=dict, description="default temperature, max_tokens, ...")
     fallbacks: list[str] = Field(default_factory=list, description="aliases to try, in order, when this one fails")
     capabilities: list[str] = Field(default_factory=list, description="e.g. tools, json, vision, long-context")

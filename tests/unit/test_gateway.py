@@ -346,3 +346,50 @@ def test_whole_answers_are_asked_for_in_one_piece(
         with pytest.raises(ProviderError, match="malformed|incomplete"):
             _run(_gateway(exporter, make("m", "cut", base, fallbacks=[])), ChatRequest(model="m", messages=HELLO,
                  stream=False, cache=False))  # fmt: skip
+
+
+def test_the_semantic_cache_is_shared_through_redis(exporter: InMemorySpanExporter) -> None:
+    import secrets as _secrets
+
+    from llmops.gateway import Caller
+    from llmops.knowledge import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    settings = FAST.model_copy(update={"semantic_cache": True, "redis_url": "redis://127.0.0.1:6379/0"})
+    team = "team-" + _secrets.token_hex(4)  # a fresh scope in the shared Redis
+
+    def replica() -> Gateway:
+        config = ModelConfig(name="m", provider="scripted")
+        return _gateway(exporter, (config, ScriptedProvider("Use the reset link.")), settings=settings,
+                        semantic_embed=embedder.embed)  # fmt: skip
+
+    def ask(gateway: Gateway, text: str) -> str | None:
+        request = ChatRequest(model="m", messages=[{"role": "user", "content": text}])
+        return asyncio.run(gateway.complete(request, caller=Caller(team=team))).cache_hit
+
+    first, second = replica(), replica()  # two processes' gateways, one Redis
+    assert ask(first, "How do I reset my password?") is None
+    assert ask(second, "How can I reset my password?") == "semantic"
+    assert ask(second, "How do I reset my password?") == "exact"
+
+
+def test_credentials_come_from_the_environment_or_a_secrets_file(
+    upstream: tuple[FakeUpstream, str], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmops import Settings
+
+    _fake, base = upstream
+    secret = tmp_path / "openai.key"
+    secret.write_text("sk-from-file\n")
+    monkeypatch.setenv("TEST_UPSTREAM_KEY", "sk-from-env")
+    by_env = ModelConfig(name="a", provider="openai-compatible", model="ok", base_url=f"{base}/v1",
+                         api_key_env="TEST_UPSTREAM_KEY")  # fmt: skip
+    by_file = ModelConfig(name="b", provider="openai-compatible", model="ok", base_url=f"{base}/v1", api_key_file=secret)
+    settings = Settings(data_dir=tmp_path)
+    env_provider = OpenAICompatibleProvider.from_config(by_env, settings)
+    file_provider = OpenAICompatibleProvider.from_config(by_file, settings)
+    assert env_provider.upstream.headers["authorization"] == "Bearer sk-from-env"
+    assert file_provider.upstream.headers["authorization"] == "Bearer sk-from-file"
+    missing = by_file.model_copy(update={"api_key_file": tmp_path / "absent.key"})
+    with pytest.raises(ValueError, match="cannot read api_key_file"):
+        OpenAICompatibleProvider.from_config(missing, settings)

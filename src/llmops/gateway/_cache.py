@@ -30,7 +30,9 @@ from llmops.gateway._types import ChatRequest, Usage
 __all__ = [
     "CachedAnswer",
     "ExactCache",
+    "InProcessScopeIndex",
     "InProcessStore",
+    "RedisScopeIndex",
     "RedisStore",
     "SemanticCache",
     "content_words",
@@ -177,23 +179,82 @@ Embed = Callable[[list[str]], npt.NDArray[np.float32]]
 
 
 @dataclass
-class _Scope:
+class ScopeEntries:
+    """The questions cached in one scope: their vectors (one row each), content words, and answer keys."""
+
     vectors: npt.NDArray[np.float32]
     words: list[frozenset[str]]
     keys: list[str]
 
 
-class SemanticCache:
-    """Answers to earlier questions, found by the similarity of the new question (in process)."""
+class ScopeIndex(Protocol):
+    def entries(self, scope: str) -> ScopeEntries | None: ...
 
-    def __init__(self, embed: Embed, store: KeyValueStore, *, threshold: float, ttl: float, max_per_scope: int = 5000):
+    def add(self, scope: str, key: str, vector: npt.NDArray[np.float32], words: frozenset[str], ttl: float) -> None: ...
+
+
+class InProcessScopeIndex:
+    def __init__(self, max_per_scope: int = 5000) -> None:
+        self._scopes: dict[str, ScopeEntries] = {}
+        self._max = max_per_scope
+        self._lock = threading.Lock()
+
+    def entries(self, scope: str) -> ScopeEntries | None:
+        return self._scopes.get(scope)
+
+    def add(self, scope: str, key: str, vector: npt.NDArray[np.float32], words: frozenset[str], ttl: float) -> None:
+        with self._lock:
+            entries = self._scopes.get(scope)
+            if entries is None:
+                entries = self._scopes[scope] = ScopeEntries(np.zeros((0, len(vector)), dtype=np.float32), [], [])
+            if len(entries.keys) >= self._max:  # forget the oldest
+                entries.vectors, entries.words, entries.keys = entries.vectors[1:], entries.words[1:], entries.keys[1:]
+            entries.vectors = np.vstack([entries.vectors, vector[None, :]])
+            entries.words.append(words)
+            entries.keys.append(key)
+
+
+class RedisScopeIndex:
+    """Scopes shared by replicas: one Redis hash per scope, answer key → float32 vector bytes + content words."""
+
+    def __init__(self, url: str, *, prefix: str = "llmops:semantic:") -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix
+
+    def entries(self, scope: str) -> ScopeEntries | None:
+        raw: dict[bytes, bytes] = self._redis.hgetall(self._prefix + scope)  # type: ignore[assignment]
+        if not raw:
+            return None
+        keys, vectors, words = [], [], []
+        for key, value in raw.items():
+            size = int.from_bytes(value[:4], "big")  # vector bytes may hold any byte: length-prefixed
+            vector, word_list = value[4 : 4 + size], value[4 + size :]
+            keys.append(key.decode())
+            vectors.append(np.frombuffer(vector, dtype=np.float32))
+            words.append(frozenset(orjson.loads(word_list)))
+        return ScopeEntries(np.vstack(vectors), words, keys)
+
+    def add(self, scope: str, key: str, vector: npt.NDArray[np.float32], words: frozenset[str], ttl: float) -> None:
+        name = self._prefix + scope
+        data = vector.astype(np.float32).tobytes()
+        value = len(data).to_bytes(4, "big") + data + orjson.dumps(sorted(words))
+        pipe = self._redis.pipeline()
+        pipe.hset(name, key, value)
+        pipe.expire(name, int(ttl))
+        pipe.execute()
+
+
+class SemanticCache:
+    """Answers to earlier questions, found by the similarity of the new question within a scope."""
+
+    def __init__(self, embed: Embed, store: KeyValueStore, index: ScopeIndex, *, threshold: float, ttl: float) -> None:
         self._embed = embed
-        self._store = store  # holds the answers, by key; the vectors stay in process
+        self._store = store  # holds the answers, by key
+        self._index = index  # holds the questions' vectors and words, by scope
         self.threshold = threshold
         self.ttl = ttl
-        self._max = max_per_scope
-        self._scopes: dict[str, _Scope] = {}
-        self._lock = threading.Lock()
 
     @staticmethod
     def question(request: ChatRequest) -> str | None:
@@ -205,8 +266,7 @@ class SemanticCache:
         return None
 
     def lookup(self, scope: str, question: str) -> tuple[CachedAnswer, float] | None:
-        with self._lock:
-            entries = self._scopes.get(scope)
+        entries = self._index.entries(scope)
         if entries is None or not entries.keys:
             return None
         vector = self._embed([question])[0]
@@ -226,12 +286,4 @@ class SemanticCache:
         vector = self._embed([question])[0]
         key = "sem:" + hashlib.sha256(f"{scope}\0{question}".encode()).hexdigest()
         self._store.set(key, answer.dumps(), self.ttl)
-        with self._lock:
-            entries = self._scopes.get(scope)
-            if entries is None:
-                entries = self._scopes[scope] = _Scope(np.zeros((0, len(vector)), dtype=np.float32), [], [])
-            if len(entries.keys) >= self._max:  # forget the oldest
-                entries.vectors, entries.words, entries.keys = entries.vectors[1:], entries.words[1:], entries.keys[1:]
-            entries.vectors = np.vstack([entries.vectors, vector[None, :]])
-            entries.words.append(content_words(question))
-            entries.keys.append(key)
+        self._index.add(scope, key, vector, content_words(question), self.ttl)

@@ -28,7 +28,17 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from llmops._settings import GatewaySettings, ModelConfig, RouterConfig
 from llmops._spans import mark_error
 from llmops.gateway._breaker import CircuitBreaker
-from llmops.gateway._cache import CachedAnswer, Embed, ExactCache, InProcessStore, RedisStore, SemanticCache, exact_key
+from llmops.gateway._cache import (
+    CachedAnswer,
+    Embed,
+    ExactCache,
+    InProcessScopeIndex,
+    InProcessStore,
+    RedisScopeIndex,
+    RedisStore,
+    SemanticCache,
+    exact_key,
+)
 from llmops.gateway._limits import Caller, InProcessCounters, LimitEnforcer, RedisCounters, Reservation
 from llmops.gateway._prices import PriceBook
 from llmops.gateway._routing import Route, Router
@@ -122,11 +132,12 @@ class Gateway:
         self._breakers = {name: CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s) for name in self._chat}
         store = RedisStore(s.redis_url) if s.redis_url else InProcessStore(s.cache_max_entries)
         self._exact = ExactCache(store, s.cache_ttl_s) if s.cache else None
-        self._semantic = (
-            SemanticCache(semantic_embed, store, threshold=s.semantic_cache_threshold, ttl=s.cache_ttl_s)
-            if s.semantic_cache and semantic_embed is not None
-            else None
-        )
+        self._semantic = None
+        if s.semantic_cache and semantic_embed is not None:
+            index = RedisScopeIndex(s.redis_url) if s.redis_url else InProcessScopeIndex()
+            self._semantic = SemanticCache(
+                semantic_embed, store, index, threshold=s.semantic_cache_threshold, ttl=s.cache_ttl_s
+            )
         self.limits = LimitEnforcer(s.limits, RedisCounters(s.redis_url) if s.redis_url else InProcessCounters())
 
     # ---- the catalogue --------------------------------------------------------------------------------------

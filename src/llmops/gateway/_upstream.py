@@ -15,6 +15,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -191,7 +192,15 @@ class HTTPProvider:
 
 
 def _api_key(config: Any) -> str | None:
-    return os.environ.get(config.api_key_env) if config.api_key_env else None
+    """The model's key: from the environment variable it names, else from its secrets file. Never from a request."""
+    if config.api_key_env and os.environ.get(config.api_key_env):
+        return os.environ[config.api_key_env]
+    if config.api_key_file:
+        try:
+            return Path(config.api_key_file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise ValueError(f"model {config.name!r}: cannot read api_key_file: {exc}") from exc
+    return None
 
 
 def _timeouts(settings: Any) -> Timeouts:
