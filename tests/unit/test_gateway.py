@@ -343,7 +343,7 @@ def test_whole_answers_are_asked_for_in_one_piece(
     arguments = called.tool_calls[0]["function"]["arguments"]
     assert called.finish_reason == "tool_calls" and json.loads(arguments) == {"city": "Oslo"}
     if kind == "openai":
-        with pytest.raises(ProviderError, match="malformed|incomplete"):
+        with pytest.raises(ProviderError, match=r"malformed|incomplete"):
             _run(_gateway(exporter, make("m", "cut", base, fallbacks=[])), ChatRequest(model="m", messages=HELLO,
                  stream=False, cache=False))  # fmt: skip
 
@@ -384,7 +384,8 @@ def test_credentials_come_from_the_environment_or_a_secrets_file(
     monkeypatch.setenv("TEST_UPSTREAM_KEY", "sk-from-env")
     by_env = ModelConfig(name="a", provider="openai-compatible", model="ok", base_url=f"{base}/v1",
                          api_key_env="TEST_UPSTREAM_KEY")  # fmt: skip
-    by_file = ModelConfig(name="b", provider="openai-compatible", model="ok", base_url=f"{base}/v1", api_key_file=secret)
+    by_file = ModelConfig(name="b", provider="openai-compatible", model="ok", base_url=f"{base}/v1",
+                          api_key_file=secret)  # fmt: skip
     settings = Settings(data_dir=tmp_path)
     env_provider = OpenAICompatibleProvider.from_config(by_env, settings)
     file_provider = OpenAICompatibleProvider.from_config(by_file, settings)

@@ -33,7 +33,12 @@ EXPECTED = {
         "Usage", "bundled_model_path", "check_base_url", "content_words", "counter_for", "identify",
         "request_complexity",
     },
-    "llmops.guardrails": {"GuardrailDecision", "GuardrailPipeline", "Rail", "RailResult"},
+    "llmops.guardrails": {
+        "GuardrailDecision", "GuardrailPipeline", "Rail", "RailResult", "PII_ENTITY_TYPES", "ClaimVerdict",
+        "ContextualDetector", "Detector", "Finding", "GroundingChecker", "GroundingReport",
+        "IndirectInjectionDetector", "InjectionDetector", "InsultDetector", "PiiDetector", "PiiLeakageDetector",
+        "Pseudonymizer", "SecretDetector", "SpacyNerDetector", "redact",
+    },
     "llmops.rag": {"ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"},
     "llmops.observability": {
         "REQUEST_ID", "MetricsSpanProcessor", "PlatformMetrics", "StoreSpanProcessor", "TraceNotFoundError",

@@ -1,5 +1,35 @@
-"""Guardrails: rails at the input and output boundaries (a pass-through until rails are configured)."""
+"""Guardrails: rails at the input and output boundaries, and the detectors they are built from."""
 
+from llmops.guardrails._findings import ContextualDetector, Detector, Finding
+from llmops.guardrails._grounding import ClaimVerdict, GroundingChecker, GroundingReport
+from llmops.guardrails._injection import IndirectInjectionDetector, InjectionDetector
+from llmops.guardrails._leakage import PiiLeakageDetector
+from llmops.guardrails._ner import SpacyNerDetector
+from llmops.guardrails._pii import PII_ENTITY_TYPES, PiiDetector
 from llmops.guardrails._pipeline import GuardrailDecision, GuardrailPipeline, Rail, RailResult
+from llmops.guardrails._redaction import Pseudonymizer, redact
+from llmops.guardrails._secrets import SecretDetector
+from llmops.guardrails._toxicity import InsultDetector
 
-__all__ = ["GuardrailDecision", "GuardrailPipeline", "Rail", "RailResult"]
+__all__ = [
+    "PII_ENTITY_TYPES",
+    "ClaimVerdict",
+    "ContextualDetector",
+    "Detector",
+    "Finding",
+    "GroundingChecker",
+    "GroundingReport",
+    "GuardrailDecision",
+    "GuardrailPipeline",
+    "IndirectInjectionDetector",
+    "InjectionDetector",
+    "InsultDetector",
+    "PiiDetector",
+    "PiiLeakageDetector",
+    "Pseudonymizer",
+    "Rail",
+    "RailResult",
+    "SecretDetector",
+    "SpacyNerDetector",
+    "redact",
+]
