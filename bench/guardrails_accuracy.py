@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
 import time
@@ -43,7 +44,18 @@ from typing import Any
 from llmops.guardrails import Finding, PiiDetector, SpacyNerDetector
 
 HERE = Path(__file__).resolve().parent
-DATASETS = HERE.parent.parent / "shared" / "datasets"
+
+
+def _datasets() -> Path:
+    """../shared/datasets beside the project; LLMOPS_DATASETS overrides; /work/shared/datasets for a clone elsewhere."""
+    for candidate in (os.environ.get("LLMOPS_DATASETS"), HERE.parent.parent / "shared" / "datasets",
+                      "/work/shared/datasets"):  # fmt: skip
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return HERE.parent.parent / "shared" / "datasets"
+
+
+DATASETS = _datasets()
 PII_FILE = DATASETS / "pii" / "presidio_synth_v2_dev.json"
 GISKARD_FILE = DATASETS / "injection" / "giskard_prompt_injections.csv"
 JBB_FILE = DATASETS / "injection" / "jailbreakbench_pair_gpt-3.5-turbo-1106.json"
