@@ -144,6 +144,25 @@ class RagConfig(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
 
 
+class GuardrailSettings(BaseModel):
+    """Which guardrail policy guards which route, and how policies are looked up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policies: dict[str, str] = Field(
+        default_factory=lambda: {"*": "default"},
+        description="route (a RAG app or gateway model name, '*' for the rest) -> policy name, or 'none'",
+    )
+    label: str = Field(default="production", description="the policy label each route follows")
+    cache_ttl_s: float = Field(default=10.0, ge=0.0, description="how soon a moved label takes effect")
+    workers: int = Field(default=2, ge=1, le=16, description="threads that run model-based rails in parallel")
+
+    def policy_for(self, route: str) -> str | None:
+        """The policy name guarding ``route``, or None when it runs unguarded."""
+        name = self.policies.get(route, self.policies.get("*", "none"))
+        return None if name == "none" else name
+
+
 def _default_models() -> list[ModelConfig]:
     return [
         ModelConfig(name="smollm2-135m-instruct", provider="local", model="SmolLM2-135M-Instruct.Q4_1"),
@@ -185,6 +204,7 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=_default_models)
     routers: list[RouterConfig] = Field(default_factory=list)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     rag_apps: list[RagConfig] = Field(default_factory=lambda: [RagConfig()])
 
     @field_validator("chunk_overlap_tokens")
