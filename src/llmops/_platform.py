@@ -8,7 +8,7 @@ from llmops._plugins import load_plugin
 from llmops._settings import Settings
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
 from llmops.governance import RoleDirectory
-from llmops.guardrails import GuardrailPipeline
+from llmops.guardrails import GuardrailPipeline, PolicyRegistry, default_policy
 from llmops.knowledge import Embedder, KnowledgeBase, MiniLMEmbedder, RecursiveTokenChunker, default_parsers
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, TraceReader, Tracing
 from llmops.prompts import (
@@ -68,6 +68,13 @@ class Platform:
             default_environment=self.settings.environment,
             cache_ttl=self.settings.prompt_cache_ttl_s,
         )
+        self.guardrail_policies = PolicyRegistry(
+            self.store,
+            environments=self.settings.environments,
+            default_environment=self.settings.environment,
+            cache_ttl=self.settings.guardrails.cache_ttl_s,
+        )
+        self.guardrail_policies.ensure(default_policy(), author="llmops")
         self._seed_prompts()
 
         self.gateway = Gateway(

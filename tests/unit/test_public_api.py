@@ -37,7 +37,8 @@ EXPECTED = {
         "GuardrailDecision", "GuardrailPipeline", "Rail", "RailResult", "PII_ENTITY_TYPES", "ClaimVerdict",
         "ContextualDetector", "Detector", "Finding", "GroundingChecker", "GroundingReport",
         "IndirectInjectionDetector", "InjectionDetector", "InsultDetector", "PiiDetector", "PiiLeakageDetector",
-        "Pseudonymizer", "SecretDetector", "SpacyNerDetector", "redact",
+        "Pseudonymizer", "SecretDetector", "SpacyNerDetector", "redact", "GuardrailPolicy", "PolicyError",
+        "PolicyNotFoundError", "PolicyRegistry", "PolicyVersion", "RailSpec", "default_policy",
     },
     "llmops.rag": {"ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"},
     "llmops.observability": {

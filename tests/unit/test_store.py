@@ -17,9 +17,10 @@ TABLES = {
     "alembic_version", "chunks", "documents", "index_snapshots", "prompt_labels", "prompt_versions", "prompts",
     "spans", "traces", "prompt_stages", "prompt_history", "prompt_policies", "prompt_change_requests",
     "prompt_reviews", "prompt_checks", "prompt_experiments", "prompt_experiment_outcomes", "role_grants",
-    "gateway_calls", "price_books", "gateway_call_repricings",
+    "gateway_calls", "price_books", "gateway_call_repricings", "guardrail_policies", "guardrail_policy_versions",
+    "guardrail_policy_labels", "guardrail_policy_history",
 }  # fmt: skip
-HEAD = "0003"
+HEAD = "0004"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:
@@ -171,4 +172,20 @@ def test_upgrading_keeps_existing_labels(database_url: str) -> None:
     with store.engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT prompt_name, environment, label, version FROM prompt_labels")).all()
     assert [tuple(r) for r in rows] == [("p", "dev", "production", 1)]
+    store.close()
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_declares(database_url: str) -> None:
+    """A table or column added to a package's tables without a migration (or the reverse) fails here."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    import llmops._platform  # noqa: F401 - registers every package's tables on the shared metadata
+    from llmops.store import Base
+
+    store = Store(database_url)
+    store.migrate()
+    with store.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
     store.close()

@@ -15,6 +15,7 @@ from rich.table import Column, Table
 from llmops._settings import Settings
 from llmops.cli._common import console, errors, open_platform, with_platform
 from llmops.cli._gateway import gateway_app
+from llmops.cli._guardrails import guardrails_app
 from llmops.cli._prompts import prompts_app, roles_app
 
 __all__ = ["app", "main"]
@@ -23,6 +24,7 @@ app = typer.Typer(help="llmops: the production loop for LLM applications.", no_a
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(roles_app, name="roles")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(guardrails_app, name="guardrails")
 
 _TRACE_DETAILS = (
     "gen_ai.usage.input_tokens",

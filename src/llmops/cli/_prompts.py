@@ -5,7 +5,6 @@ The acting user is ``--user``, else ``LLMOPS_USER``, else the operating-system u
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ import typer
 from rich.table import Table
 
 from llmops._platform import Platform
-from llmops.cli._common import console, errors, with_platform
+from llmops.cli._common import Env, User, actor, console, errors, with_platform
 from llmops.prompts import Comparison, Experiment, pull_prompts, push_prompts
 
 __all__ = ["prompts_app", "roles_app"]
@@ -22,13 +21,6 @@ prompts_app = typer.Typer(help="The prompt registry: versions, labels, approvals
 experiment_app = typer.Typer(help="A/B tests and canaries on a label.", no_args_is_help=True)
 prompts_app.add_typer(experiment_app, name="experiment")
 roles_app = typer.Typer(help="Who holds which role (admin, approver, editor, viewer, app).", no_args_is_help=True)
-
-User = Annotated[str | None, typer.Option("--user", envvar="LLMOPS_USER", help="who acts (default: OS user)")]
-Env = Annotated[str | None, typer.Option("--env", help="environment (default: LLMOPS_ENVIRONMENT)")]
-
-
-def _who(user: str | None) -> str:
-    return user or getpass.getuser()
 
 
 @prompts_app.command("list")
@@ -89,7 +81,7 @@ def prompts_diff(name: str, a: int, b: int) -> None:
 @prompts_app.command("label")
 def prompts_label(name: str, label: str, version: int, env: Env = None, reason: str = "", user: User = None) -> None:
     """Point a label at a version (a protected label needs `llmops prompts request` instead)."""
-    with_platform(lambda p: p.prompts.move_label(name, label, version, environment=env, by=_who(user), reason=reason))
+    with_platform(lambda p: p.prompts.move_label(name, label, version, environment=env, by=actor(user), reason=reason))
     console.print(f"{name} {env or 'default env'}/{label} → v{version}")
 
 
@@ -98,7 +90,7 @@ def prompts_rollback(
     name: str, label: str = "production", env: Env = None, reason: str = "", user: User = None
 ) -> None:
     """Put a label back on its previous version."""
-    version = with_platform(lambda p: p.prompts.rollback(name, label, environment=env, by=_who(user), reason=reason))
+    version = with_platform(lambda p: p.prompts.rollback(name, label, environment=env, by=actor(user), reason=reason))
     console.print(f"{name} {env or 'default env'}/{label} rolled back to v{version}")
 
 
@@ -120,7 +112,7 @@ def _v(version: int | None) -> str:
 @prompts_app.command("stage")
 def prompts_stage(name: str, version: int, stage: str, user: User = None) -> None:
     """Move a version through draft → testing → production → deprecated."""
-    with_platform(lambda p: p.prompts.set_stage(name, version, stage, by=_who(user)))
+    with_platform(lambda p: p.prompts.set_stage(name, version, stage, by=actor(user)))
     console.print(f"{name} v{version} is now {stage}")
 
 
@@ -132,7 +124,7 @@ def prompts_push(
     user: User = None,
 ) -> None:
     """Create a version for every changed prompt file in FOLDER (YAML); unchanged files create nothing."""
-    report = with_platform(lambda p: push_prompts(p.prompts, folder, author=_who(user), label=label, environment=env))
+    report = with_platform(lambda p: push_prompts(p.prompts, folder, author=actor(user), label=label, environment=env))
     for name, version in report.created:
         console.print(f"[green]created[/] {name} v{version}")
     for name, version in report.unchanged:
@@ -168,7 +160,7 @@ def prompts_policy(
     """Protect a label: moving it needs approvals (and optionally a passed check)."""
     policy = with_platform(
         lambda p: p.prompts.approvals.set_policy(
-            prompt, env, label, required_approvals=approvals, required_check=check, by=_who(user)
+            prompt, env, label, required_approvals=approvals, required_check=check, by=actor(user)
         )
     )
     console.print(policy.describe())
@@ -178,7 +170,7 @@ def prompts_policy(
 def prompts_request(name: str, label: str, version: int, env: Env = None, reason: str = "", user: User = None) -> None:
     """Ask to move a protected label; approvers then approve or reject."""
     request = with_platform(
-        lambda p: p.prompts.approvals.request(name, label, version, environment=env, by=_who(user), reason=reason)
+        lambda p: p.prompts.approvals.request(name, label, version, environment=env, by=actor(user), reason=reason)
     )
     console.print(f"change request {request.id}: {name} {request.environment}/{label} → v{version}, "
                   f"needs {request.waiting_for}")  # fmt: skip
@@ -199,14 +191,14 @@ def prompts_requests(status: str = "pending") -> None:
 @prompts_app.command("approve")
 def prompts_approve(request_id: int, comment: str = "", user: User = None) -> None:
     """Approve a change request (approver role; not the author or requester)."""
-    r = with_platform(lambda p: p.prompts.approvals.approve(request_id, by=_who(user), comment=comment))
+    r = with_platform(lambda p: p.prompts.approvals.approve(request_id, by=actor(user), comment=comment))
     console.print(f"change request {r.id} is {r.status}" + (f", waiting for {r.waiting_for}" if r.waiting_for else ""))
 
 
 @prompts_app.command("reject")
 def prompts_reject(request_id: int, comment: str = "", user: User = None) -> None:
     """Reject a change request."""
-    r = with_platform(lambda p: p.prompts.approvals.reject(request_id, by=_who(user), comment=comment))
+    r = with_platform(lambda p: p.prompts.approvals.reject(request_id, by=actor(user), comment=comment))
     console.print(f"change request {r.id} is {r.status}")
 
 
@@ -219,7 +211,7 @@ def prompts_check(
     user: User = None,
 ) -> None:
     """Record a check result (an evaluation gate, say) on a version."""
-    with_platform(lambda p: p.prompts.approvals.record_check(name, version, check, passed=passed, by=_who(user)))
+    with_platform(lambda p: p.prompts.approvals.record_check(name, version, check, passed=passed, by=actor(user)))
     console.print(f"{name} v{version}: {check} {'passed' if passed else 'failed'}")
 
 
@@ -245,7 +237,7 @@ def experiment_start(
     settings = {"primary_metric": metric, "min_samples": min_samples, "auto_promote": auto_promote,
                 "max_error_rate": max_error_rate, "max_guardrail_rate": max_guardrail_rate}  # fmt: skip
     e = with_platform(
-        lambda p: p.prompts.experiments.start(name, label, weights, environment=env, by=_who(user), settings=settings)
+        lambda p: p.prompts.experiments.start(name, label, weights, environment=env, by=actor(user), settings=settings)
     )
     console.print(f"experiment {e.id} running on {name} {e.environment}/{label}: {e.variants}")
 
@@ -274,20 +266,20 @@ def experiment_show(experiment_id: str, metric: str | None = None) -> None:
 @experiment_app.command("evaluate")
 def experiment_evaluate(experiment_id: str, user: User = None) -> None:
     """Apply the experiment's rules now: roll back a failing canary, promote a significant winner."""
-    console.print(with_platform(lambda p: p.prompts.experiments.evaluate(experiment_id, by=_who(user))))
+    console.print(with_platform(lambda p: p.prompts.experiments.evaluate(experiment_id, by=actor(user))))
 
 
 @experiment_app.command("stop")
 def experiment_stop(experiment_id: str, reason: str = "", user: User = None) -> None:
     """End an experiment; the label stays on the control version."""
-    e = with_platform(lambda p: p.prompts.experiments.stop(experiment_id, by=_who(user), reason=reason))
+    e = with_platform(lambda p: p.prompts.experiments.stop(experiment_id, by=actor(user), reason=reason))
     console.print(f"experiment {e.id} {e.status}")
 
 
 @roles_app.command("grant")
 def roles_grant(user_name: Annotated[str, typer.Argument(metavar="USER")], role: str, user: User = None) -> None:
     """Give USER a role."""
-    with_platform(lambda p: p.roles.grant(user_name, role, by=_who(user)))
+    with_platform(lambda p: p.roles.grant(user_name, role, by=actor(user)))
     console.print(f"{user_name} is now {role}")
 
 

@@ -7,7 +7,9 @@ from llmops.guardrails._leakage import PiiLeakageDetector
 from llmops.guardrails._ner import SpacyNerDetector
 from llmops.guardrails._pii import PII_ENTITY_TYPES, PiiDetector
 from llmops.guardrails._pipeline import GuardrailDecision, GuardrailPipeline, Rail, RailResult
+from llmops.guardrails._policy import GuardrailPolicy, PolicyError, RailSpec, default_policy
 from llmops.guardrails._redaction import Pseudonymizer, redact
+from llmops.guardrails._registry import PolicyNotFoundError, PolicyRegistry, PolicyVersion
 from llmops.guardrails._secrets import SecretDetector
 from llmops.guardrails._toxicity import InsultDetector
 
@@ -21,15 +23,22 @@ __all__ = [
     "GroundingReport",
     "GuardrailDecision",
     "GuardrailPipeline",
+    "GuardrailPolicy",
     "IndirectInjectionDetector",
     "InjectionDetector",
     "InsultDetector",
     "PiiDetector",
     "PiiLeakageDetector",
+    "PolicyError",
+    "PolicyNotFoundError",
+    "PolicyRegistry",
+    "PolicyVersion",
     "Pseudonymizer",
     "Rail",
     "RailResult",
+    "RailSpec",
     "SecretDetector",
     "SpacyNerDetector",
+    "default_policy",
     "redact",
 ]

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 # Every package keeps its tables beside its code; autogenerate needs to see them all.
 from llmops.gateway import _tables as _gateway_tables  # noqa: F401
 from llmops.governance import _tables as _governance_tables  # noqa: F401
+from llmops.guardrails import _tables as _guardrail_tables  # noqa: F401
 from llmops.knowledge import _tables as _knowledge_tables  # noqa: F401
 from llmops.observability import _tables as _observability_tables  # noqa: F401
 from llmops.prompts import _tables as _prompt_tables  # noqa: F401
