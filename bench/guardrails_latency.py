@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/guardrails_latency.py [--requests 200] [--no-presidio]
 
-One request = the input check on a ~1 KB user message (PII patterns + prompt injection) and the output check on a
-~1 KB answer with its ~1.5 KB context (PII leakage against the message, insults, grounding with the MiniLM tier).
+One request = the platform's default guardrail policy (``llmops.guardrails.default_policy``, run by the same
+``GuardrailEngine`` and rail thread pool the server uses) on a ~1 KB user message (size, prompt injection), its
+~1.5 KB retrieved context (indirect injection) and a ~1 KB answer (PII leakage against the message, insults,
+system-prompt overlap, grounding with the MiniLM tier). The detectors are also timed one by one.
 Inputs are consecutive texts of ``pii/presidio_synth_v2_dev.json`` joined to ~1 KB (so the PII detectors have work
 to do). Answers are built from the sample handbook: sentences of a section, reordered, with one figure changed in
 every third answer, so the grounding checker meets supported, paraphrase-free and unsupported claims; the embedding
@@ -21,6 +23,7 @@ The table is printed first; the last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import random
 import re
@@ -33,16 +36,23 @@ from typing import Any
 
 from llmops.guardrails import (
     GroundingChecker,
+    GuardrailEngine,
+    GuardrailPolicy,
     InjectionDetector,
     InsultDetector,
     PiiDetector,
     PiiLeakageDetector,
+    RailModels,
     SpacyNerDetector,
+    default_policy,
 )
 from llmops.knowledge import MiniLMEmbedder
 
 HERE = Path(__file__).resolve().parent
-PII_FILE = HERE.parent.parent / "shared" / "datasets" / "pii" / "presidio_synth_v2_dev.json"
+sys.path.insert(0, str(HERE))
+from guardrails_accuracy import DATASETS  # noqa: E402 - the bench folder is not a package
+
+PII_FILE = DATASETS / "pii" / "presidio_synth_v2_dev.json"
 HANDBOOK = HERE.parent / "samples" / "handbook"
 TARGET_CHARS = 1024
 
@@ -121,16 +131,46 @@ def abstractive_answers(count: int) -> list[tuple[str, str]]:
     return [(row["chatgpt_response"][:TARGET_CHARS], row["user_query"]) for row in long_rows[:count]]
 
 
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer the user's question in one sentence using only the context below, and cite "
+    "the source number like [1]."
+)
+
+
+def policy_request(engine: GuardrailEngine, message: str, answer: str, context: str) -> None:
+    """What the default policy runs on one RAG request: input, retrieved context, output."""
+    engine.check_input(message)
+    engine.check_context([context])
+    engine.check_output(answer, supplied=[message], context=[context], system_prompt=SYSTEM_PROMPT)
+
+
+def with_ner(policy: GuardrailPolicy) -> GuardrailPolicy:
+    """The policy with names, places and organisations found by spaCy in the input and the answer."""
+    data = policy.model_dump(exclude_none=True)
+    data["input"].insert(1, {"rail": "pii", "action": "redact", "ner": True})
+    for rail in data["output"]:
+        if rail["rail"] == "pii_leakage":
+            rail["ner"] = True
+    return GuardrailPolicy.parse(data)
+
+
 def run(requests: int, use_presidio: bool) -> dict[str, Any]:
     messages = input_messages(requests)
     pairs = answers_with_context(requests)
     pii = PiiDetector()
     injection = InjectionDetector()
     insults = InsultDetector()
-    grounding = GroundingChecker(MiniLMEmbedder())
+    embedder = MiniLMEmbedder()
+    grounding = GroundingChecker(embedder)
+    pool = concurrent.futures.ThreadPoolExecutor(2)  # as the platform's default (guardrails.workers)
+    models = RailModels(embedder)
+    engine = GuardrailEngine(default_policy(), models=models, executor=pool)
+    ner_engine = (
+        GuardrailEngine(with_ner(default_policy()), models=models, executor=pool)
+        if SpacyNerDetector.is_available()
+        else None
+    )
     leakage = PiiLeakageDetector(pii)
-    ner_pii = PiiDetector(ner=SpacyNerDetector()) if SpacyNerDetector.is_available() else None
-    ner_leakage = PiiLeakageDetector(ner_pii) if ner_pii else None
 
     stages: dict[str, list[float]] = {name: [] for name in
                                       ("input pii", "input injection", "output pii leakage", "output insults",
@@ -141,8 +181,9 @@ def run(requests: int, use_presidio: bool) -> dict[str, Any]:
         message, (answer, context) = messages[warmup], pairs[warmup]
         pii.detect(message), injection.detect(message), leakage.detect(answer, [message])
         insults.detect(answer), grounding.check(answer, [context])
-        if ner_pii and ner_leakage:
-            ner_pii.detect(message), ner_leakage.detect(answer, [message])
+        policy_request(engine, message, answer, context)
+        if ner_engine:
+            policy_request(ner_engine, message, answer, context)
     for message, (answer, context) in zip(messages, pairs, strict=True):
         steps = {
             "input pii": timed(pii.detect, message),
@@ -156,12 +197,9 @@ def run(requests: int, use_presidio: bool) -> dict[str, Any]:
         grounding_embedded += sum(1 for claim in report.claims if claim.similarity is not None)
         for name, ms in steps.items():
             stages[name].append(ms)
-        stages["input+output (default)"].append(sum(steps.values()))
-        if ner_pii and ner_leakage:
-            with_ner = (timed(ner_pii.detect, message) + steps["input injection"]
-                        + timed(ner_leakage.detect, answer, [message]) + steps["output insults"]
-                        + steps["output grounding"])  # fmt: skip
-            stages["input+output with NER"].append(with_ner)
+        stages["input+output (default)"].append(timed(policy_request, engine, message, answer, context))
+        if ner_engine:
+            stages["input+output with NER"].append(timed(policy_request, ner_engine, message, answer, context))
 
     # The slow path of grounding: paraphrased or new claims, each embedded with MiniLM (with its closest sentences).
     semantic_ms: list[float] = []

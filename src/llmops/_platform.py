@@ -8,7 +8,7 @@ from llmops._plugins import load_plugin
 from llmops._settings import Settings
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
 from llmops.governance import RoleDirectory
-from llmops.guardrails import GuardrailPipeline, PolicyRegistry, default_policy
+from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
 from llmops.knowledge import Embedder, KnowledgeBase, MiniLMEmbedder, RecursiveTokenChunker, default_parsers
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, TraceReader, Tracing
 from llmops.prompts import (
@@ -19,7 +19,7 @@ from llmops.prompts import (
     PromptNotFoundError,
     PromptRegistry,
 )
-from llmops.rag import RagPipeline
+from llmops.rag import GuardedGateway, RagPipeline
 from llmops.store import Journal, Store
 
 __all__ = ["Platform"]
@@ -89,7 +89,13 @@ class Platform:
         )
         self.ledger = Ledger(self.store, self.journal.flush)
         self.ledger.save_price_book(self.gateway.prices)
-        self.guardrails = GuardrailPipeline()
+        self.guardrails = Guardrails(
+            self.guardrail_policies,
+            self.settings.guardrails,
+            environment=self.settings.environment,
+            embedder=self.embedder,
+        )
+        self.guarded_gateway = GuardedGateway(self.gateway, self.guardrails, self.tracing.tracer)
         self.rag_apps = {
             app.name: RagPipeline(
                 app,
@@ -166,6 +172,7 @@ class Platform:
         self.close()
 
     def close(self) -> None:
+        self.guardrails.close()
         self.tracing.shutdown()
         self.journal.close()
         self.store.close()

@@ -55,11 +55,22 @@ def test_ask_answers_from_the_handbook_with_citations(server: RunningServer) -> 
         "rag handbook-rag",
         "guardrails.input",
         "retrieve",
+        "guardrails.context",
         "pack_context",
         "render_prompt",
         "chat smollm2-135m-instruct",
         "guardrails.output",
     }
+    # The default policy's decisions, one event per rail, and the grounding score with the trace.
+    rails = {e["attributes"]["llmops.guardrail.rail"] for e in spans["guardrails.output"]["events"]}
+    assert rails == {"pii_leakage", "toxicity", "system_prompt_leakage", "grounding"}
+    assert {e["attributes"]["llmops.guardrail.rail"] for e in spans["guardrails.input"]["events"]} == {
+        "size",
+        "injection",
+    }
+    score = spans["guardrails.output"]["attributes"]["llmops.guardrails.grounding_score"]
+    assert 0.0 <= score <= 1.0 and body["grounding_score"] == score
+    assert trace["attributes"]["llmops.guardrails.grounding_score"] == score
     chat = spans["chat smollm2-135m-instruct"]["attributes"]
     assert chat["gen_ai.usage.input_tokens"] == body["usage"]["input_tokens"]
     assert chat["gen_ai.usage.output_tokens"] == body["usage"]["output_tokens"]

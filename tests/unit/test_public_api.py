@@ -34,13 +34,16 @@ EXPECTED = {
         "request_complexity",
     },
     "llmops.guardrails": {
-        "GuardrailDecision", "GuardrailPipeline", "Rail", "RailResult", "PII_ENTITY_TYPES", "ClaimVerdict",
+        "GuardResult", "GuardrailEngine", "Guardrails", "RailDecision", "RailModels", "StreamGuard", "StreamStep",
+        "span_payload", "PII_ENTITY_TYPES", "ClaimVerdict",
         "ContextualDetector", "Detector", "Finding", "GroundingChecker", "GroundingReport",
         "IndirectInjectionDetector", "InjectionDetector", "InsultDetector", "PiiDetector", "PiiLeakageDetector",
         "Pseudonymizer", "SecretDetector", "SpacyNerDetector", "redact", "GuardrailPolicy", "PolicyError",
         "PolicyNotFoundError", "PolicyRegistry", "PolicyVersion", "RailSpec", "default_policy",
     },
-    "llmops.rag": {"ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"},
+    "llmops.rag": {
+        "ABSTAIN_ANSWER", "Citation", "GuardedGateway", "GuardrailStop", "RagAnswer", "RagPipeline", "new_request_id",
+    },
     "llmops.observability": {
         "REQUEST_ID", "MetricsSpanProcessor", "PlatformMetrics", "StoreSpanProcessor", "TraceNotFoundError",
         "TraceReader", "Tracing",

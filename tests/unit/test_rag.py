@@ -8,8 +8,8 @@ import pytest
 
 from llmops import Platform
 from llmops.gateway import TextDelta
-from llmops.guardrails import RailResult
-from llmops.rag import ABSTAIN_ANSWER, BLOCKED_ANSWER, RagAnswer
+from llmops.guardrails import Finding, GuardrailPolicy
+from llmops.rag import ABSTAIN_ANSWER, RagAnswer
 from llmops.testing import ScriptedProvider
 
 from ..conftest import SAMPLES
@@ -69,6 +69,7 @@ def test_the_trace_has_one_span_per_stage_and_is_stored_before_the_answer(ingest
         "rag handbook-rag",
         "guardrails.input",
         "retrieve",
+        "guardrails.context",
         "pack_context",
         "render_prompt",
         "chat smollm2-135m-instruct",
@@ -76,7 +77,7 @@ def test_the_trace_has_one_span_per_stage_and_is_stored_before_the_answer(ingest
     ]
     root, *children = trace["spans"]
     assert all(s["parent_span_id"] == root["span_id"] for s in children)
-    chat = trace["spans"][5]["attributes"]
+    chat = trace["spans"][6]["attributes"]
     assert chat["gen_ai.usage.output_tokens"] == 8 and "llmops.ttft_ms" in chat and "llmops.tokens_per_s" in chat
     retrieve = trace["spans"][2]["attributes"]
     assert retrieve["gen_ai.operation.name"] == "retrieval" and retrieve["llmops.retrieval.hits"] >= 1
@@ -106,17 +107,25 @@ def test_an_answer_cut_by_max_tokens_keeps_complete_sentences(ingested: Platform
 class _BlockEverything:
     name = "block-everything"
 
-    def check(self, text: str) -> RailResult:
-        return RailResult(False, text, "test rail")
+    def detect(self, text: str) -> list[Finding]:
+        return [Finding("TEST", 0, len(text), 1.0, self.name, "test rail")]
 
 
 def test_an_input_rail_can_block_before_retrieval(ingested: Platform, scripted: ScriptedProvider) -> None:
-    ingested.guardrails.input_rails.append(_BlockEverything())
+    ingested.guardrails.register_detector(_BlockEverything())
+    policy = {"name": "default", "input": [{"rail": "custom", "detector": "block-everything", "message": "No."}]}
+    version = ingested.guardrail_policies.create(GuardrailPolicy.parse(policy), author="test")
+    ingested.guardrail_policies.move_label("default", "production", version.version, by="test")
     answer = asyncio.run(ingested.rag().ask(QUESTION))
-    assert answer.blocked and answer.answer == BLOCKED_ANSWER and scripted.requests == []
+    assert answer.blocked and answer.answer == "No." and scripted.requests == []
+    assert answer.guardrail is not None and answer.guardrail.rail == "custom"
     trace = ingested.traces.get(answer.request_id)
     assert [s["name"] for s in trace["spans"]] == ["rag handbook-rag", "guardrails.input"]
-    assert trace["attributes"]["llmops.guardrails.blocked_by"] == "block-everything"
+    assert trace["attributes"]["llmops.guardrails.blocked_by"] == "custom"
+    (event,) = trace["spans"][1]["events"]
+    assert event["name"] == "guardrail.decision"
+    assert event["attributes"]["llmops.guardrail.action"] == "block"
+    assert event["attributes"]["llmops.guardrail.policy"] == "default@2"
 
 
 def test_a_model_failure_is_traced_as_an_error(ingested: Platform) -> None:

@@ -133,7 +133,7 @@ def test_openai_errors_use_the_openai_shape(base_url: str) -> None:
 def test_a_stream_that_fails_ends_with_an_error_event_not_done(platform: Platform, base_url: str) -> None:
     from llmops.testing import ScriptedProvider
 
-    platform.gateway._providers["smollm2-135m-instruct"] = ScriptedProvider("a b c d", fail_after=2)
+    platform.gateway._providers["smollm2-135m-instruct"] = ScriptedProvider("One. Two. Three. Four.", fail_after=2)
     body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
         events = [line for line in response.iter_lines() if line.startswith("data:")]

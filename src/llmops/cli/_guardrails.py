@@ -11,12 +11,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from llmops._platform import Platform
 from llmops.cli._common import Env, User, actor, console, errors, open_platform, with_platform
-from llmops.guardrails import GuardrailPolicy, PolicyError, PolicyNotFoundError, PolicyRegistry
+from llmops.guardrails import GuardrailPolicy, GuardResult, PolicyError, PolicyNotFoundError, PolicyRegistry
 
 __all__ = ["guardrails_app"]
 
-guardrails_app = typer.Typer(help="Guardrail policies: versions, labels, history.", no_args_is_help=True)
+guardrails_app = typer.Typer(help="Guardrail policies: versions, labels, history, checks.", no_args_is_help=True)
 
 Label = Annotated[str, typer.Option(help="the label (the engine follows 'production' by default)")]
 
@@ -170,3 +171,48 @@ def guardrails_diff(name: str, a: int, b: int) -> None:
     """Unified diff of two versions' YAML."""
     console.print(with_platform(lambda p: p.guardrail_policies.diff(name, a, b)) or "(identical)", markup=False,
                   highlight=False)  # fmt: skip
+
+
+@guardrails_app.command("check")
+def guardrails_check(
+    text: Annotated[str, typer.Argument(help="the text to check ('-' reads standard input)")],
+    policy: Annotated[str, typer.Option(help="a policy name (at --label) or a YAML file")] = "default",
+    stage: Annotated[str, typer.Option(help="input, context or output")] = "input",
+    context: Annotated[list[Path] | None, typer.Option(help="output: a file of retrieved context (repeatable)")] = None,
+    label: Label = "production",
+    env: Env = None,
+) -> None:
+    """Run a policy's rails on a text and print each decision (exit 1 when the text would be blocked)."""
+    import sys
+
+    if text == "-":
+        text = sys.stdin.read()
+    if stage not in ("input", "context", "output"):
+        raise typer.BadParameter("stage must be input, context or output", param_hint="--stage")
+    sources = [path.read_text(encoding="utf-8") for path in context or []]
+
+    def run(platform: Platform) -> GuardResult:
+        path = Path(policy)
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            engine = platform.guardrails.compile(GuardrailPolicy.from_yaml(path.read_text(encoding="utf-8")))
+        else:
+            found = platform.guardrail_policies.resolve(policy, label=label, environment=env)
+            engine = platform.guardrails.compile(found.policy, version=found.version)
+        if stage == "input":
+            return engine.check_input(text)
+        if stage == "context":
+            return engine.check_context([text])
+        return engine.check_output(text, context=sources)
+
+    result = with_platform(run)
+    table = Table("rail", "action", "score", "ms", "found", "reason", title=f"{result.policy} on the {stage}")
+    for d in result.decisions:
+        table.add_row(d.rail, d.action, f"{d.score:.3f}", f"{d.latency_ms:.2f}", ", ".join(d.kinds), d.reason)
+    console.print(table)
+    if result.grounding is not None:
+        console.print(f"grounding score {result.grounding.score:.2f}")
+    if not result.allowed or result.dropped:
+        what = result.message if not result.allowed else f"chunk dropped by {result.decisions[0].rail}"
+        console.print(f"[red]{result.blocked_by or 'dropped'}:[/] {what}", highlight=False)
+        raise typer.Exit(1)
+    console.print(result.text, markup=False, highlight=False)

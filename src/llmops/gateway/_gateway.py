@@ -248,6 +248,12 @@ class Gateway:
             assert result is not None
             alerts = await self.limits.settle(reservation, tokens=result.usage.total_tokens, cost=result.cost_usd)
             self._record(span, request, result, route, attempts, caller, request_id, alerts)
+        except GeneratorExit:
+            # The caller stopped reading (a guardrail ended the answer, or the client left): not an upstream error.
+            if reservation is not None and result is None:
+                await self.limits.release(reservation)
+            span.set_attribute("llmops.cancelled", True)
+            raise
         except BaseException as exc:
             if reservation is not None and result is None:
                 await self.limits.release(reservation)

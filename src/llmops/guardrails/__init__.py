@@ -1,16 +1,18 @@
 """Guardrails: rails at the input and output boundaries, and the detectors they are built from."""
 
+from llmops.guardrails._engine import GuardrailEngine, GuardResult, RailDecision, StreamGuard, StreamStep, span_payload
 from llmops.guardrails._findings import ContextualDetector, Detector, Finding
 from llmops.guardrails._grounding import ClaimVerdict, GroundingChecker, GroundingReport
 from llmops.guardrails._injection import IndirectInjectionDetector, InjectionDetector
 from llmops.guardrails._leakage import PiiLeakageDetector
 from llmops.guardrails._ner import SpacyNerDetector
 from llmops.guardrails._pii import PII_ENTITY_TYPES, PiiDetector
-from llmops.guardrails._pipeline import GuardrailDecision, GuardrailPipeline, Rail, RailResult
 from llmops.guardrails._policy import GuardrailPolicy, PolicyError, RailSpec, default_policy
+from llmops.guardrails._rails import RailModels
 from llmops.guardrails._redaction import Pseudonymizer, redact
 from llmops.guardrails._registry import PolicyNotFoundError, PolicyRegistry, PolicyVersion
 from llmops.guardrails._secrets import SecretDetector
+from llmops.guardrails._service import Guardrails
 from llmops.guardrails._toxicity import InsultDetector
 
 __all__ = [
@@ -21,9 +23,10 @@ __all__ = [
     "Finding",
     "GroundingChecker",
     "GroundingReport",
-    "GuardrailDecision",
-    "GuardrailPipeline",
+    "GuardResult",
+    "GuardrailEngine",
     "GuardrailPolicy",
+    "Guardrails",
     "IndirectInjectionDetector",
     "InjectionDetector",
     "InsultDetector",
@@ -34,11 +37,14 @@ __all__ = [
     "PolicyRegistry",
     "PolicyVersion",
     "Pseudonymizer",
-    "Rail",
-    "RailResult",
+    "RailDecision",
+    "RailModels",
     "RailSpec",
     "SecretDetector",
     "SpacyNerDetector",
+    "StreamGuard",
+    "StreamStep",
     "default_policy",
     "redact",
+    "span_payload",
 ]

@@ -42,6 +42,7 @@ RAIL_STAGES: dict[str, Literal["input", "context", "output"]] = {
     "grounding": "output",
     "citations": "output",
     "json_schema": "output",
+    "custom": "input",  # or "output": a custom rail runs where the policy lists it
 }
 RAIL_ACTIONS: dict[str, tuple[str, ...]] = {
     "size": ("block", "warn"),
@@ -56,6 +57,7 @@ RAIL_ACTIONS: dict[str, tuple[str, ...]] = {
     "grounding": ("warn", "fallback", "block"),
     "citations": ("warn", "fallback", "block"),
     "json_schema": ("reask", "block", "warn"),
+    "custom": ("block", "redact", "mask", "warn", "fallback"),
 }
 
 
@@ -70,7 +72,7 @@ class RailSpec(BaseModel):
 
     rail: Literal[
         "size", "rate", "pii", "injection", "topics", "indirect_injection", "pii_leakage", "toxicity",
-        "system_prompt_leakage", "grounding", "citations", "json_schema",
+        "system_prompt_leakage", "grounding", "citations", "json_schema", "custom",
     ]  # fmt: skip
     action: Action | None = None
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -83,7 +85,12 @@ class RailSpec(BaseModel):
     per_seconds: float = Field(default=60.0, gt=0, description="rate: the window")
     restore: bool = Field(default=True, description="pii pseudonymize: put the values back into the answer")
     ner: bool = Field(default=False, description="pii / pii_leakage: also find names with the NER model (slower)")
+    allowed_threshold: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="topics: below this similarity to every allowed example is off-topic"
+    )
     json_schema: dict[str, Any] | None = Field(default=None, description="json_schema: what the answer must match")
+    detector: str | None = Field(default=None, description="custom: the name of a registered detector")
+    required: bool = Field(default=False, description="run even when the policy's latency budget is spent")
 
     @model_validator(mode="after")
     def _consistent(self) -> RailSpec:
@@ -98,6 +105,10 @@ class RailSpec(BaseModel):
             raise ValueError("rail 'size' needs max_chars")
         if self.rail == "rate" and self.max_requests is None:
             raise ValueError("rail 'rate' needs max_requests (per user, per per_seconds)")
+        if self.rail == "json_schema":
+            _check_schema(self.json_schema)
+        if (self.rail == "custom") != (self.detector is not None):
+            raise ValueError("rail 'custom' needs 'detector' (a registered detector's name); other rails take none")
         if (self.entities is not None or self.ner) and self.rail not in ("pii", "pii_leakage"):
             raise ValueError(f"rail {self.rail!r} takes no entities or ner")
         if self.entities:
@@ -111,6 +122,18 @@ class RailSpec(BaseModel):
     @property
     def stage(self) -> str:
         return RAIL_STAGES[self.rail]
+
+
+def _check_schema(schema: dict[str, Any] | None) -> None:
+    if schema is None:
+        raise ValueError("rail 'json_schema' needs json_schema (the JSON Schema the answer must match)")
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"json_schema is not a valid JSON Schema: {exc.message}") from None
 
 
 class GuardrailPolicy(BaseModel):
@@ -129,6 +152,8 @@ class GuardrailPolicy(BaseModel):
         for where, rails in (("input", self.input), ("output", self.output)):
             for spec in rails:
                 stage = "input" if spec.stage == "context" else spec.stage
+                if spec.rail == "custom":
+                    continue
                 if stage != where:
                     raise ValueError(f"rail {spec.rail!r} runs on the {spec.stage}, not under {where!r}")
         return self
@@ -156,7 +181,10 @@ class GuardrailPolicy(BaseModel):
         return cls.parse(data)
 
     def rails(self, stage: str) -> list[RailSpec]:
-        return [r for r in (*self.input, *self.output) if r.stage == stage]
+        """The rails of one stage (input, context or output), in the order the policy lists them."""
+        if stage == "output":
+            return list(self.output)
+        return [r for r in self.input if (r.stage == "context") == (stage == "context")]
 
 
 def default_policy() -> GuardrailPolicy:
@@ -164,15 +192,20 @@ def default_policy() -> GuardrailPolicy:
     return GuardrailPolicy.parse(
         {
             "name": "default",
-            "description": "Size limit, injection block, PII kept out of answers, insults replaced.",
+            "description": (
+                "Size limit, prompt injection blocked, injected chunks dropped, PII kept out of answers, insults "
+                "replaced, the system prompt kept private, grounding scored."
+            ),
             "input": [
                 {"rail": "size", "max_chars": 8000},
-                {"rail": "injection", "action": "block", "message": "I can't help with that request."},
+                {"rail": "injection", "action": "block", "required": True, "message": "I can't help with that."},
+                {"rail": "indirect_injection", "action": "drop"},
             ],
             "output": [
                 {"rail": "pii_leakage", "action": "redact"},
                 {"rail": "toxicity", "action": "fallback", "message": "I can't answer that in a helpful way."},
                 {"rail": "system_prompt_leakage", "action": "block", "message": "I can't share that."},
+                {"rail": "grounding", "action": "warn", "threshold": 0.5},
             ],
         }
     )

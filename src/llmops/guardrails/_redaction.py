@@ -96,6 +96,11 @@ class Pseudonymizer:
         pieces.append(text[position:])
         return "".join(pieces)
 
+    def placeholder(self, kind: str, value: str, text: str) -> str:
+        """The placeholder of ``value`` (a new one if it is new), never one that already occurs in ``text``."""
+        with self._lock:
+            return self._placeholder_for(kind, value, text)
+
     def restore(self, text: str) -> str:
         """``text`` with every known placeholder replaced by its value; unknown placeholders are left as they are.
 

@@ -42,6 +42,17 @@ _METRICS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
     "llmops_gateway_tokens_per_second": ("Decode speed of answers", ("model",), _RATE_BUCKETS),
     "llmops_gateway_retries": ("Retried upstream requests", ("model",), None),
     "llmops_gateway_fallbacks": ("Aliases that failed over", ("model",), None),
+    "llmops_guardrail_checks": (
+        "Guardrail decisions by policy, stage, rail and action",
+        ("policy", "stage", "rail", "action"),
+        None,
+    ),
+    "llmops_guardrail_triggers": (
+        "Guardrail rails that acted (not pass or skipped)",
+        ("stage", "rail", "action"),
+        None,
+    ),
+    "llmops_guardrail_seconds": ("Time a rail took", ("rail",), _LATENCY_BUCKETS),
 }
 
 
@@ -120,6 +131,8 @@ class MetricsSpanProcessor(SpanProcessor):
         m.observe("llmops_stage_seconds", (stage,), seconds)
         if span.parent is None:
             m.inc("llmops_requests", (stage, status_name(span)))
+        if stage.startswith("guardrails."):
+            self._guardrails(span)
         model = attributes.get(genai.GEN_AI_REQUEST_MODEL)
         if attributes.get(genai.GEN_AI_OPERATION_NAME) != "chat" or not isinstance(model, str):
             return
@@ -145,6 +158,21 @@ class MetricsSpanProcessor(SpanProcessor):
         queued = attributes.get("llmops.queue_ms")
         if isinstance(queued, float | int):
             m.observe("llmops_gateway_queue_seconds", (served,), float(queued) / 1000)
+
+    def _guardrails(self, span: ReadableSpan) -> None:
+        for event in span.events:
+            if event.name != "guardrail.decision" or not event.attributes:
+                continue
+            a = event.attributes
+            rail, stage, action = (
+                str(a.get("llmops.guardrail.rail")),
+                str(a.get("llmops.guardrail.stage")),
+                str(a.get("llmops.guardrail.action")),
+            )
+            self._m.inc("llmops_guardrail_checks", (str(a.get("llmops.guardrail.policy")), stage, rail, action))
+            if action not in ("pass", "skipped"):
+                self._m.inc("llmops_guardrail_triggers", (stage, rail, action))
+            self._m.observe("llmops_guardrail_seconds", (rail,), _number(a.get("llmops.guardrail.latency_ms")) / 1000)
 
 
 def _number(value: object) -> float:

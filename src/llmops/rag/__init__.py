@@ -1,5 +1,14 @@
 """RAG: the request pipeline that joins knowledge, prompts, guardrails and the gateway, with citations."""
 
-from llmops.rag._pipeline import ABSTAIN_ANSWER, BLOCKED_ANSWER, Citation, RagAnswer, RagPipeline, new_request_id
+from llmops.rag._guarding import GuardedGateway, GuardrailStop
+from llmops.rag._pipeline import ABSTAIN_ANSWER, Citation, RagAnswer, RagPipeline, new_request_id
 
-__all__ = ["ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
+__all__ = [
+    "ABSTAIN_ANSWER",
+    "Citation",
+    "GuardedGateway",
+    "GuardrailStop",
+    "RagAnswer",
+    "RagPipeline",
+    "new_request_id",
+]

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from opentelemetry import trace
@@ -21,14 +21,15 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from llmops._settings import RagConfig
 from llmops._spans import mark_error
 from llmops.gateway import ChatRequest, ChatResult, Gateway, TextDelta, Usage
-from llmops.guardrails import GuardrailPipeline
+from llmops.guardrails import GuardrailEngine, Guardrails, GuardResult, Pseudonymizer, StreamGuard, StreamStep
 from llmops.knowledge import KnowledgeBase, RetrievedChunk
 from llmops.prompts import Experiment, PromptRegistry, PromptVersion
+from llmops.rag._guarding import GuardrailStop, record_check
 
-__all__ = ["ABSTAIN_ANSWER", "BLOCKED_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
+__all__ = ["ABSTAIN_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
 
 ABSTAIN_ANSWER = "I don't know. None of the documents I can search covers this question."
-BLOCKED_ANSWER = "I can't help with that request."
+_REASK = "Your previous answer was not accepted: {problem}. Answer again with only the corrected answer."
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 # Chat templates add a few tokens per message (role markers); counted generously.
 _MESSAGE_OVERHEAD_TOKENS = 8
@@ -64,9 +65,12 @@ class RagAnswer:
     ttft_ms: float | None
     duration_ms: float
     stages_ms: dict[str, float] = field(default_factory=dict)
+    guardrail: GuardrailStop | None = None  # the rail that blocked or replaced the answer
+    grounding_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["guardrail"] = self.guardrail.to_dict() if self.guardrail else None
         data["usage"] = (
             {
                 "input_tokens": self.usage.input_tokens,
@@ -94,7 +98,7 @@ class RagPipeline:
         knowledge: KnowledgeBase,
         prompts: PromptRegistry,
         gateway: Gateway,
-        guardrails: GuardrailPipeline,
+        guardrails: Guardrails,
         tracer: trace.Tracer,
     ) -> None:
         self.config = config
@@ -113,12 +117,19 @@ class RagPipeline:
         return answer
 
     async def stream(
-        self, question: str, *, request_id: str | None = None, user: str | None = None
-    ) -> AsyncIterator[TextDelta | RagAnswer]:
-        """Yields the answer's text as it is generated, then the complete `RagAnswer`.
+        self,
+        question: str,
+        *,
+        request_id: str | None = None,
+        user: str | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
+    ) -> AsyncIterator[TextDelta | GuardrailStop | RagAnswer]:
+        """Yields the answer's text as it is generated and passes the output rails, then the complete `RagAnswer`.
 
-        The request's trace is stored before the `RagAnswer` is yielded, so an answer in hand always has its trace.
-        ``user`` (a user or session id) keeps the caller on one variant while a prompt experiment runs.
+        When a rail ends the answer, a `GuardrailStop` comes before the `RagAnswer`. The request's trace is stored
+        before the `RagAnswer` is yielded, so an answer in hand always has its trace. ``user`` (a user or session id)
+        keeps the caller on one variant while a prompt experiment runs, and is what the rate rail counts;
+        ``pseudonymizer`` keeps a conversation's placeholders stable across turns.
         """
         request_id = request_id or new_request_id()
         root = self._tracer.start_span(f"rag {self.config.name}", kind=trace.SpanKind.SERVER)
@@ -127,7 +138,7 @@ class RagPipeline:
         answer: RagAnswer | None = None
         started = time.perf_counter()
         try:
-            async for event in self._run(question, request_id, root, variant):
+            async for event in self._run(question, request_id, root, variant, user, pseudonymizer):
                 if isinstance(event, RagAnswer):
                     answer = event
                 else:
@@ -172,24 +183,30 @@ class RagPipeline:
         return self._prompts.get_version(config.prompt, variant.version)
 
     async def _run(
-        self, question: str, request_id: str, root: trace.Span, variant: _Variant
-    ) -> AsyncIterator[TextDelta | RagAnswer]:
+        self,
+        question: str,
+        request_id: str,
+        root: trace.Span,
+        variant: _Variant,
+        user: str | None,
+        pseudonymizer: Pseudonymizer | None,
+    ) -> AsyncIterator[TextDelta | GuardrailStop | RagAnswer]:
         config = self.config
         started = time.perf_counter()
         ctx = trace.set_span_in_context(root)
         stages: dict[str, float] = {}
+        engine = self._guardrails.engine(config.name)
         with self._stage("guardrails.input", ctx, stages) as span:
-            decision = self._guardrails.check_input(question)
-            span.set_attributes(
-                {"llmops.guardrails.allowed": decision.allowed, "llmops.guardrails.rails": decision.rails}
-            )
-        if not decision.allowed:
-            root.set_attribute("llmops.guardrails.blocked_by", decision.blocked_by or "")
-            answer = self._answer(request_id, root, BLOCKED_ANSWER, [], started, stages, blocked=True)
-            yield TextDelta(answer.answer)
-            yield answer
-            return
-        question = decision.text
+            checked = None
+            if engine is not None and engine.has("input"):
+                checked = await asyncio.to_thread(engine.check_input, question, user=user, pseudonymizer=pseudonymizer)
+            record_check(span, checked)
+        if checked is not None:
+            if not checked.allowed:
+                for event in self._stopped(checked, request_id, root, started, stages):
+                    yield event
+                return
+            question, pseudonymizer = checked.text, checked.pseudonymizer
 
         with self._stage("retrieve", ctx, stages) as span:
             hits = await asyncio.to_thread(
@@ -208,6 +225,15 @@ class RagPipeline:
                     "llmops.index.snapshot": snapshot if snapshot is not None else -1,
                 }
             )
+        if hits and engine is not None and engine.has("context"):
+            with self._stage("guardrails.context", ctx, stages) as span:
+                context_check = await asyncio.to_thread(engine.check_context, [h.text for h in hits])
+                record_check(span, context_check)
+            if not context_check.allowed:
+                for event in self._stopped(context_check, request_id, root, started, stages):
+                    yield event
+                return
+            hits = [h for i, h in enumerate(hits) if i not in context_check.dropped]
         if not hits:
             root.set_attribute("llmops.rag.abstained", True)
             answer = self._answer(request_id, root, ABSTAIN_ANSWER, [], started, stages, abstained=True)
@@ -238,25 +264,24 @@ class RagPipeline:
                     {"llmops.prompt.experiment": variant.experiment.id, "llmops.prompt.variant": prompt.version}
                 )
 
-        request = self._chat_request(prompt, messages)
-        result: ChatResult | None = None
-        generate_started = time.perf_counter()
-        async for event in self._gateway.stream(request, context=ctx):
-            if isinstance(event, TextDelta):
-                yield event
-            elif isinstance(event, ChatResult):
-                result = event
-        stages["generate"] = (time.perf_counter() - generate_started) * 1000
-        assert result is not None
-
-        with self._stage("guardrails.output", ctx, stages) as span:
-            # An answer cut by max_tokens ends mid-sentence; keep its complete sentences.
-            generated = _complete_sentences(result.text) if result.finish_reason == "length" else result.text
-            out = self._guardrails.check_output(generated)
-            span.set_attributes({"llmops.guardrails.allowed": out.allowed, "llmops.guardrails.rails": out.rails})
-        text = out.text if out.allowed else BLOCKED_ANSWER
-        citations = _citations(packed, text)
-        answer = self._answer(request_id, root, text.strip(), citations, started, stages, blocked=not out.allowed)
+        generation = _Generation(self._chat_request(prompt, messages))
+        async for delta in self._generate_guarded(generation, engine, pseudonymizer, question, packed, ctx, stages):
+            yield delta
+        result, stop, text = generation.result, generation.stop, generation.text
+        if stop is not None:
+            yield stop
+            root.set_attribute("llmops.guardrails.blocked_by", stop.rail)
+        elif result is not None and result.finish_reason == "length":
+            text = _complete_sentences(text)  # an answer cut by max_tokens ends mid-sentence
+        citations = _citations(packed, text) if stop is None else []
+        answer = self._answer(request_id, root, text.strip(), citations, started, stages, blocked=stop is not None)
+        answer.guardrail = stop
+        if generation.grounding is not None:
+            answer.grounding_score = generation.grounding
+            root.set_attribute("llmops.guardrails.grounding_score", generation.grounding)
+        if result is None:
+            yield answer
+            return
         answer.prompt_version = prompt.version
         answer.index_snapshot = snapshot
         answer.usage, answer.cost_usd, answer.ttft_ms = result.usage, result.cost_usd, result.ttft_ms
@@ -272,6 +297,110 @@ class RagPipeline:
             }
         )
         yield answer
+
+    async def _generate_guarded(
+        self,
+        generation: _Generation,
+        engine: GuardrailEngine | None,
+        pseudonymizer: Pseudonymizer | None,
+        question: str,
+        packed: list[RetrievedChunk],
+        ctx: Context,
+        stages: dict[str, float],
+    ) -> AsyncIterator[TextDelta]:
+        """Generate through the output rails, re-asking once when a rail says the answer can be corrected.
+
+        Fills ``generation``: the model's result (None when a rail cut the stream), the stop, the answer's text.
+        """
+        guard: StreamGuard | None = None
+        if engine is not None and (engine.has("output") or engine.restores):
+            system = "\n".join(m["content"] for m in generation.request.messages if m["role"] == "system")
+            for hit in packed:  # the sources are the context, not the instructions the answer must keep private
+                system = system.replace(hit.text, " ")
+            guard = engine.stream(supplied=[question], context=[h.text for h in packed], system_prompt=system)
+        generate_started = time.perf_counter()
+        for attempt in range(2):
+            generation.result, generation.stop = None, None
+            async for event in self._generate(generation.request, ctx, guard, engine, pseudonymizer):
+                if isinstance(event, ChatResult):
+                    generation.result = event
+                elif isinstance(event, GuardrailStop):
+                    generation.stop = event
+                else:
+                    yield event
+            stages["generate"] = (time.perf_counter() - generate_started) * 1000
+            if guard is None:
+                if generation.result is None:
+                    raise RuntimeError("the model's answer ended without a result")
+                generation.text = generation.result.text
+                with self._stage("guardrails.output", ctx, stages) as span:
+                    record_check(span, None)
+                return
+            with self._stage("guardrails.output", ctx, stages) as span:
+                step = StreamStep() if generation.stop else await asyncio.to_thread(guard.finish)
+                if step.reask is not None and attempt == 0 and generation.result is not None:
+                    problem = _REASK.format(problem=step.reask)
+                    extra = [
+                        {"role": "assistant", "content": generation.result.text},
+                        {"role": "user", "content": problem},
+                    ]
+                    generation.request = replace(generation.request, messages=[*generation.request.messages, *extra])
+                    guard.retry()
+                    span.set_attribute("llmops.guardrails.reask", True)
+                    continue
+                if step.reask is not None:
+                    generation.stop = GuardrailStop("output", "json_schema", "block", guard.policy, _UNFIXED)
+                elif step.stopped is not None:
+                    generation.stop = GuardrailStop.of(step.stopped)
+                elif step.text:
+                    yield TextDelta(self._restore(engine, step.text, pseudonymizer))
+                record_check(span, guard.result(""))
+            break
+        assert guard is not None
+        generation.grounding = guard.grounding.score if guard.grounding is not None else None
+        stop = generation.stop
+        generation.text = stop.message if stop is not None else self._restore(engine, guard.released, pseudonymizer)
+
+    async def _generate(
+        self,
+        request: ChatRequest,
+        ctx: Context,
+        guard: StreamGuard | None,
+        engine: GuardrailEngine | None,
+        pseudonymizer: Pseudonymizer | None,
+    ) -> AsyncIterator[TextDelta | GuardrailStop | ChatResult]:
+        """The model's answer through the guard: text as the rails release it; a stop ends the upstream call."""
+        events = self._gateway.stream(request, context=ctx)
+        try:
+            async for event in events:
+                if isinstance(event, ChatResult):
+                    yield event
+                elif isinstance(event, TextDelta):
+                    if guard is None:
+                        yield event
+                        continue
+                    step = guard.feed(event.text)
+                    if step.text:
+                        yield TextDelta(self._restore(engine, step.text, pseudonymizer))
+                    if step.stopped is not None:
+                        yield GuardrailStop.of(step.stopped)
+                        return
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _restore(engine: GuardrailEngine | None, text: str, pseudonymizer: Pseudonymizer | None) -> str:
+        return engine.restore(text, pseudonymizer) if engine is not None else text
+
+    def _stopped(
+        self, result: GuardResult, request_id: str, root: trace.Span, started: float, stages: dict[str, float]
+    ) -> list[TextDelta | GuardrailStop | RagAnswer]:
+        """What a request blocked before generation yields: the rail's message, the stop, the answer."""
+        stop = GuardrailStop.of(result)
+        root.set_attribute("llmops.guardrails.blocked_by", stop.rail)
+        answer = self._answer(request_id, root, stop.message, [], started, stages, blocked=True)
+        answer.guardrail = stop
+        return [TextDelta(stop.message), stop, answer]
 
     def _chat_request(self, prompt: PromptVersion, messages: list[dict[str, str]]) -> ChatRequest:
         """The app's generation settings, overridden by the prompt version's own parameters where it has them."""
@@ -360,6 +489,17 @@ class RagPipeline:
 
 
 @dataclass
+class _Generation:
+    """The generation step's request (re-asks extend it) and what came of it."""
+
+    request: ChatRequest
+    result: ChatResult | None = None
+    stop: GuardrailStop | None = None
+    text: str = ""
+    grounding: float | None = None
+
+
+@dataclass
 class _Variant:
     """Which experiment variant served a request (filled in when the prompt is chosen)."""
 
@@ -386,6 +526,7 @@ class _Stage:
         self._stages[self._name] = (time.perf_counter() - self._started) * 1000
 
 
+_UNFIXED = "I couldn't produce an answer in the required format."
 _SENTENCE_END = re.compile(r"[.!?](?:\[\d{1,3}\])?(?=\s|$)")
 
 

@@ -5,9 +5,11 @@ resolution, response classes) is cut out: the body is parsed with orjson, valida
 in FastAPI's 422 shape, naming the field), and the response written straight to the ASGI ``send``.
 
 A model name that is a RAG app answers the last user message from the knowledge base, with ``citations`` as an extra
-field of the response (and of the last stream chunk); any other name goes to the gateway. Streams carry usage in a
-final chunk when ``stream_options.include_usage`` is set, and a failure after the stream started ends it with an
-``error`` event and no ``[DONE]``.
+field of the response (and of the last stream chunk); any other name goes to the gateway. Both run the route's
+guardrail policy: when a rail blocks or replaces the answer, the finish reason is ``content_filter`` (as OpenAI's own
+filter reports it) and a ``guardrail`` field says which rail, which action and which policy version. Streams carry
+usage in a final chunk when ``stream_options.include_usage`` is set, and a failure after the stream started ends it
+with an ``error`` event and no ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from llmops.gateway import (
     Usage,
     check_base_url,
 )
-from llmops.rag import RagAnswer, new_request_id
+from llmops.rag import GuardrailStop, RagAnswer, new_request_id
 from llmops.server._shared import GATEWAY_ERRORS, ErrorResponse, caller_from, gateway_error, openai_error, usage_dict
 
 __all__ = ["ChatCompletionRequest", "ChatCompletions"]
@@ -245,16 +247,28 @@ async def _rag_events(platform: Platform, body: ChatCompletionRequest, request_i
     question = next(m.text() for m in reversed(body.messages) if m.role == "user")
     async for event in platform.rag(body.model).stream(question, request_id=request_id, user=body.user):
         if isinstance(event, RagAnswer):
-            citations = [asdict(c) for c in event.citations]
-            yield _Final("stop", event.answer, event.usage, [], {"request_id": request_id, "citations": citations})
-        else:
+            extra: dict[str, Any] = {"request_id": request_id, "citations": [asdict(c) for c in event.citations]}
+            if event.grounding_score is not None:
+                extra["grounding_score"] = event.grounding_score
+            finish = "stop"
+            if event.guardrail is not None:
+                finish, extra["guardrail"] = "content_filter", event.guardrail.to_dict()
+            yield _Final(finish, event.answer, event.usage, [], extra)
+        elif not isinstance(event, GuardrailStop):  # the answer that follows carries it
             yield event
 
 
 async def _gateway_events(
     platform: Platform, body: ChatCompletionRequest, request_id: str, caller: Caller
 ) -> AsyncIterator[_Event]:
-    async for event in platform.gateway.stream(body.to_gateway(), request_id=request_id, caller=caller):
+    async for event in platform.guarded_gateway.stream(body.to_gateway(), request_id=request_id, caller=caller):
+        if isinstance(event, GuardrailStop):
+            if event.stage == "input":
+                yield TextDelta(event.message)
+            yield _Final(
+                "content_filter", event.message, None, [], {"request_id": request_id, "guardrail": event.to_dict()}
+            )
+            return
         if isinstance(event, ChatResult):
             extra: dict[str, Any] = {"request_id": request_id}
             if event.cache_hit:
