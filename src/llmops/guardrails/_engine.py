@@ -2,9 +2,10 @@
 
 Tiers, cheapest first. Rails built on patterns, validators and lists (size, rate, PII patterns, system-prompt
 overlap, JSON schema) run first, in the policy's order; when one of them blocks, the model rails do not run at all.
-Model rails (injection classifier, topic similarity, insults, grounding, NER) run next, in parallel on the engine's
-thread pool when there are several (ONNX Runtime and NumPy release the GIL), and share the policy's latency budget: a
-model rail still running when the budget is spent is recorded as skipped, unless the policy marks it ``required``.
+Model rails (injection classifier, topic similarity, insults, grounding, NER) run next and share the policy's latency
+budget: a model rail still running (or not started) when the budget is spent is recorded as skipped, unless the policy
+marks it ``required``. Heavy rails (NER, embeddings: native code that releases the GIL) run in parallel on the
+engine's thread pool while the light ones run on the caller's thread.
 
 Every rail of every check yields a `RailDecision`: the rail, what it did, its score and latency, the entity kinds
 it found and a reason. A decision never contains any of the checked text, so it can be stored with the trace even
@@ -217,14 +218,21 @@ class GuardrailEngine:
         out: dict[int, tuple[Outcome, float] | None] = {}
         if not models:
             return out
-        if self._executor is None or len(models) == 1:
-            for index in models:
-                over = time.perf_counter() - started > budget_s
-                out[index] = None if over and not rails[index].spec.required else _timed(rails[index], text, request)
-            return out
-        # The first runs here while the others run on the pool: one thread hop fewer than submitting all.
-        futures = {i: self._executor.submit(_timed, rails[i], text, request) for i in models[1:]}
-        out[models[0]] = _timed(rails[models[0]], text, request)
+        # Heavy rails (embeddings) go to the pool, where they overlap with each other and with the light ones running
+        # here. Light rails are Python-bound: on a thread they only contend for the GIL (the default policy on 1 KB
+        # texts: 12.0 ms p50 with every model rail on the pool, 9.6 ms with none; with a topics rail and NER added:
+        # 82 ms with topics on the pool, 157 ms with none).
+        offloaded = [i for i in models if rails[i].heavy] if self._executor is not None else []
+        if len(offloaded) == len(models):
+            offloaded = offloaded[1:]  # one runs here: a thread hop fewer
+        futures = (
+            {i: self._executor.submit(_timed, rails[i], text, request) for i in offloaded} if self._executor else {}
+        )
+        for index in models:
+            if index in futures:
+                continue
+            over = time.perf_counter() - started > budget_s
+            out[index] = None if over and not rails[index].spec.required else _timed(rails[index], text, request)
         for index, future in futures.items():
             remaining = None if rails[index].spec.required else max(0.0, budget_s - (time.perf_counter() - started))
             try:

@@ -2,7 +2,8 @@
 
 An answer may repeat the user's own email address back to them; it may not hand out the phone number of a colleague
 that sat in a retrieved chunk. So the answer's findings are compared with the texts the user supplied (the question,
-earlier turns), and only values absent from those are reported.
+earlier turns), and only values absent from those are reported. A value counts as supplied when it occurs in them
+with case, spaces and separators ignored: the supplied texts need no PII scan of their own, which halves the cost.
 """
 
 from __future__ import annotations
@@ -33,16 +34,15 @@ class PiiLeakageDetector:
         self._pii = pii
 
     def detect(self, text: str, context: Sequence[str]) -> list[Finding]:
-        supplied = {_normalise(value) for source in context for value in _values(self._pii, source)}
+        findings = self._pii.detect(text)
+        if not findings:
+            return []
+        supplied = "\n".join(_normalise(source) for source in context)
         return [
             Finding(f.kind, f.start, f.end, f.score, self.name, "not in the user's input")
-            for f in self._pii.detect(text)
+            for f in findings
             if _normalise(f.value(text)) not in supplied
         ]
-
-
-def _values(detector: Detector, text: str) -> list[str]:
-    return [finding.value(text) for finding in detector.detect(text)]
 
 
 def _normalise(value: str) -> str:
