@@ -1,8 +1,10 @@
 """Gateway overhead: the latency a gateway adds in front of an upstream, and its throughput, next to LiteLLM's proxy.
 
 All on loopback, in the same run: a mock OpenAI-compatible upstream (a bare ASGI app on uvicorn), then wrk against
-the upstream directly, against `llmops up` (tracing and cost accounting on, response cache off) and against LiteLLM's
-proxy (installed only in this benchmark's own virtualenv, bench/.venv-litellm, created on first use). Added latency
+the upstream directly, against `llmops up` (tracing and cost accounting on, response cache off, guardrails off, as
+LiteLLM's proxy has none), against `llmops up` with its default guardrail policy on (``llmops+rails``: injection
+check on the message, PII leakage, insults and system-prompt overlap on the answer) and against LiteLLM's proxy
+(installed only in this benchmark's own virtualenv, bench/.venv-litellm, created on first use). Added latency
 is the gateway's percentile minus the direct percentile at the same concurrency. Every request is identical and
 non-streamed; both gateways ask the upstream for a non-streamed answer.
 
@@ -141,12 +143,14 @@ def main() -> None:
     )
     upstream_port, llmops_port, litellm_port = free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{upstream_port}/v1"
-    (work / "llmops.yaml").write_text(
+    config = (
         "rag_apps: []\n"
         f"models:\n  - {{name: mock, provider: openai-compatible, model: mock, base_url: '{upstream}',"
         " input_price_per_mtok: 0.15, output_price_per_mtok: 0.6}\n"
         "gateway: {cache: false}\n"
     )
+    (work / "llmops.yaml").write_text(config + "guardrails: {policies: {'*': none}}\n")
+    (work / "llmops-rails.yaml").write_text(config)
     (work / "litellm.yaml").write_text(
         "model_list:\n  - model_name: mock\n    litellm_params:\n"
         f"      model: openai/mock\n      api_base: {upstream}\n      api_key: sk-mock\n"
@@ -160,16 +164,15 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{upstream_port}/")
         results["direct"] = measure("direct", f"{upstream}/chat/completions", args.seconds, script)
 
-        env = {"LLMOPS_CONFIG": str(work / "llmops.yaml"), "LLMOPS_DATA_DIR": str(work / "data"),
-               "LLMOPS_PORT": str(llmops_port)}  # fmt: skip
-        gateway = start([str(Path(PYTHON).with_name("llmops")), "up", "--workers", str(args.workers)], env=env)
-        processes.append(gateway)
-        wait_http(f"http://127.0.0.1:{llmops_port}/healthz")
-        results["llmops"] = measure(
-            "llmops", f"http://127.0.0.1:{llmops_port}/v1/chat/completions", args.seconds, script
-        )
-        stop(gateway)
-        processes.remove(gateway)
+        for name, config_file in (("llmops", "llmops.yaml"), ("llmops+rails", "llmops-rails.yaml")):
+            env = {"LLMOPS_CONFIG": str(work / config_file), "LLMOPS_DATA_DIR": str(work / f"data-{config_file}"),
+                   "LLMOPS_PORT": str(llmops_port)}  # fmt: skip
+            gateway = start([str(Path(PYTHON).with_name("llmops")), "up", "--workers", str(args.workers)], env=env)
+            processes.append(gateway)
+            wait_http(f"http://127.0.0.1:{llmops_port}/healthz")
+            results[name] = measure(name, f"http://127.0.0.1:{llmops_port}/v1/chat/completions", args.seconds, script)
+            stop(gateway)
+            processes.remove(gateway)
 
         if not args.skip_litellm:
             binary = ensure_litellm()
@@ -191,7 +194,7 @@ def main() -> None:
         return round(max(0.0, results[name][level][key] - direct[level][key]), 3)
 
     print(f"\ngateway overhead on loopback, {args.seconds:g} s per level, llmops workers={args.workers}\n")
-    print(f"{'':<10}{'c':>4}{'p50 ms':>10}{'p99 ms':>10}{'added p50':>11}{'added p99':>11}{'req/s':>10}{'errors':>8}")
+    print(f"{'':<13}{'c':>4}{'p50 ms':>10}{'p99 ms':>10}{'added p50':>11}{'added p99':>11}{'req/s':>10}{'errors':>8}")
     for name, levels in results.items():
         for level, f in levels.items():
             extra = (
@@ -199,13 +202,13 @@ def main() -> None:
                 if name == "direct"
                 else (f"{added(name, level, 'p50_ms'):.3f}", f"{added(name, level, 'p99_ms'):.3f}")
             )
-            print(f"{name:<10}{level:>4}{f['p50_ms']:>10.3f}{f['p99_ms']:>10.3f}{extra[0]:>11}{extra[1]:>11}"
+            print(f"{name:<13}{level:>4}{f['p50_ms']:>10.3f}{f['p99_ms']:>10.3f}{extra[0]:>11}{extra[1]:>11}"
                   f"{f['rps']:>10.0f}{f['errors']:>8.0f}")  # fmt: skip
     figures: dict[str, float | int | None] = {"workers": args.workers, "seconds_per_level": args.seconds}
-    for name in ("llmops", "litellm"):
+    for name in ("llmops", "llmops+rails", "litellm"):
         if name not in results:
             continue
-        prefix = "" if name == "llmops" else "litellm_"
+        prefix = {"llmops": "", "llmops+rails": "rails_", "litellm": "litellm_"}[name]
         for level in LEVELS:
             figures[f"{prefix}added_p50_ms_c{level}"] = added(name, level, "p50_ms")
             figures[f"{prefix}added_p99_ms_c{level}"] = added(name, level, "p99_ms")

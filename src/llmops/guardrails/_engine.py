@@ -350,6 +350,11 @@ class StreamGuard:
         return self._engine.ref
 
     @property
+    def pending(self) -> str:
+        """Text received and not yet checked."""
+        return self._pending
+
+    @property
     def released(self) -> str:
         return "".join(self._released)
 

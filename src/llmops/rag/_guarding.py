@@ -23,6 +23,10 @@ from llmops.guardrails import GuardrailEngine, Guardrails, GuardResult, span_pay
 
 __all__ = ["GuardedGateway", "GuardrailStop", "record_check"]
 
+# Checks of short texts take well under a millisecond: run them on the event loop, where a hop to a worker thread
+# and back would cost more than the check (2.2 ms added per gateway call with the hops, measured at 1 concurrent).
+_INLINE_CHARS = 2000
+
 
 @dataclass(frozen=True)
 class GuardrailStop:
@@ -89,7 +93,12 @@ class GuardedGateway:
                          if request.messages[i].get("role") == "user"), None)  # fmt: skip
         question = str(request.messages[position].get("content") or "") if position is not None else ""
         with self._tracer.start_as_current_span("guardrails.input", context=ctx) as span:
-            checked = await asyncio.to_thread(engine.check_input, question, user=caller.user if caller else None)
+            user = caller.user if caller else None
+            checked = (
+                engine.check_input(question, user=user)
+                if len(question) <= _INLINE_CHARS
+                else await asyncio.to_thread(engine.check_input, question, user=user)
+            )
             record_check(span, checked)
         if not checked.allowed:
             root.set_attribute("llmops.guardrails.blocked_by", checked.blocked_by or "")
@@ -126,7 +135,8 @@ class GuardedGateway:
             await events.aclose()  # type: ignore[attr-defined]  # stops the upstream when a rail ended the answer
         with self._tracer.start_as_current_span("guardrails.output", context=ctx) as span:
             if guard is not None and stopped is None:
-                step = await asyncio.to_thread(guard.finish)
+                held = len(guard.released) + len(guard.pending)
+                step = guard.finish() if held <= _INLINE_CHARS else await asyncio.to_thread(guard.finish)
                 if step.text:
                     yield TextDelta(engine.restore(step.text, pseudonymizer))
                 if step.stopped is not None:

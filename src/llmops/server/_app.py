@@ -36,8 +36,11 @@ def create_app(platform: Platform) -> ASGIApp:
 
 def app_from_settings() -> ASGIApp:
     """An app with its own platform built from settings: the factory each ``llmops up --workers N`` process calls."""
+    platform = Platform(Settings(journal_drain="process"))
+    # Guardrail models load now, not on the first request, and a policy that cannot run stops the start.
+    platform.guardrails.warm(platform.served_models())
     tune_garbage_collector()
-    return create_app(Platform(Settings(journal_drain="process")))
+    return create_app(platform)
 
 
 def tune_garbage_collector() -> None:
