@@ -26,7 +26,7 @@ from llmops.gateway import (
     ToolCallDelta,
     UnknownModelError,
 )
-from llmops.rag import new_request_id
+from llmops.rag import GuardrailStop, new_request_id
 from llmops.server._shared import caller_from
 
 __all__ = ["anthropic_router"]
@@ -135,6 +135,30 @@ def _content(result: ChatResult) -> list[dict[str, Any]]:
     return blocks
 
 
+def _ending(end: ChatResult | GuardrailStop, block: int, open_kind: str | None) -> list[bytes]:
+    """The last events: the stop reason and usage, or for a guardrail stop the reason ``refusal`` (with the policy's
+    message when nothing was said yet)."""
+    if isinstance(end, ChatResult):
+        finish = {"stop_reason": _STOP.get(end.finish_reason, "end_turn"), "stop_sequence": None}
+        usage = {"output_tokens": end.usage.output_tokens, "input_tokens": end.usage.input_tokens}
+        closing = [_event("content_block_stop", {"index": block})] if open_kind is not None else []
+        return [*closing, _event("message_delta", {"delta": finish, "usage": usage}), _event("message_stop", {})]
+    stop = end
+    events = []
+    if stop.stage == "input":
+        block, open_kind = block + 1, "text"
+        events.append(_event("content_block_start", {"index": block, "content_block": {"type": "text", "text": ""}}))
+        delta = {"type": "text_delta", "text": stop.message}
+        events.append(_event("content_block_delta", {"index": block, "delta": delta}))
+    if open_kind is not None:
+        events.append(_event("content_block_stop", {"index": block}))
+    refusal = {"stop_reason": "refusal", "stop_sequence": None}
+    ending = {"delta": refusal, "usage": {"output_tokens": 0}, "guardrail": stop.to_dict()}
+    events.append(_event("message_delta", ending))
+    events.append(_event("message_stop", {}))
+    return events
+
+
 def _event(kind: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **payload}) + b"\n\n"
 
@@ -154,13 +178,20 @@ def anthropic_router(platform: Platform) -> APIRouter:
                 )
         except _ERRORS as exc:
             return _error(exc)
-        stream = platform.gateway.stream(body.to_gateway(), request_id=request_id, caller=caller)
+        stream = platform.guarded_gateway.stream(body.to_gateway(), request_id=request_id, caller=caller)
         headers = {"x-request-id": request_id}
         if not body.stream:
             try:
-                result = next(e for e in [e async for e in stream] if isinstance(e, ChatResult))
+                result = next(e for e in [e async for e in stream] if isinstance(e, ChatResult | GuardrailStop))
             except _ERRORS as exc:
                 return _error(exc)
+            if isinstance(result, GuardrailStop):  # Anthropic's own classifiers report "refusal"
+                return Response(orjson.dumps({
+                    "id": message_id, "type": "message", "role": "assistant", "model": body.model,
+                    "content": [{"type": "text", "text": result.message}], "stop_reason": "refusal",
+                    "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0},
+                    "guardrail": result.to_dict(),
+                }), media_type="application/json", headers=headers)  # fmt: skip
             return Response(orjson.dumps({
                 "id": message_id, "type": "message", "role": "assistant", "model": body.model,
                 "content": _content(result), "stop_reason": _STOP.get(result.finish_reason, "end_turn"),
@@ -223,12 +254,8 @@ async def _sse(first: Any, rest: AsyncIterator[Any], message_id: str, model: str
                 if event.arguments:
                     yield _event("content_block_delta", {"index": tool_blocks[event.index],
                                  "delta": {"type": "input_json_delta", "partial_json": event.arguments}})  # fmt: skip
-            elif isinstance(event, ChatResult):
-                if open_kind is not None:
-                    yield _event("content_block_stop", {"index": block})
-                yield _event("message_delta", {"delta": {"stop_reason": _STOP.get(event.finish_reason, "end_turn"),
-                             "stop_sequence": None}, "usage": {"output_tokens": event.usage.output_tokens,
-                             "input_tokens": event.usage.input_tokens}})  # fmt: skip
-                yield _event("message_stop", {})
+            elif isinstance(event, ChatResult | GuardrailStop):
+                for piece in _ending(event, block, open_kind):
+                    yield piece
     except _ERRORS as exc:
         yield _event("error", {"error": {"type": "api_error", "message": str(exc)}})
