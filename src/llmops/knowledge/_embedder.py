@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Embedder", "MiniLMEmbedder", "TokenCounter"]
+__all__ = ["Embedder", "MiniLMEmbedder", "TokenCounter", "Tokenizer"]
 
 Vectors = npt.NDArray[np.float32]
 
@@ -23,8 +23,21 @@ class TokenCounter(Protocol):
 
 
 @runtime_checkable
-class Embedder(TokenCounter, Protocol):
-    """Maps texts to L2-normalised float32 vectors of ``dimensions`` values. Register more via ``llmops.embedders``."""
+class Tokenizer(TokenCounter, Protocol):
+    """What a chunker needs of a model's tokenizer: counts, and where each token lies in the text."""
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of each token of ``text``, for cutting text at token boundaries."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Tokenizer, Protocol):
+    """Maps texts to L2-normalised float32 vectors of ``dimensions`` values. Register more via ``llmops.embedders``.
+
+    Chunk sizes are counted with the embedder's own tokenizer (``count_tokens``, ``token_offsets``), so no chunk
+    longer than ``max_tokens`` is silently truncated when it is embedded.
+    """
 
     name: str
     dimensions: int
@@ -32,10 +45,6 @@ class Embedder(TokenCounter, Protocol):
 
     def embed(self, texts: list[str]) -> Vectors:
         """One row per text, each of unit length (so a dot product is the cosine similarity)."""
-        ...
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]:
-        """Character spans of each token of ``text``, for cutting text at token boundaries."""
         ...
 
 
