@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmops.knowledge import HtmlParser, MarkdownParser, ParseError, PdfParser, TextParser, clean_text
+from llmops.knowledge._parsers import HtmlParser, MarkdownParser, ParseError, PdfParser, TextParser, clean_text
 from llmops.testing import make_pdf
 
 from ..conftest import SAMPLES
