@@ -567,3 +567,19 @@ def test_keyword_commit_survives_kill_9(keyword_backend: Backend) -> None:
     index.commit()
     assert len(index) == count + 1
     assert [c for c, _ in index.search("crash", 5)] == ["after"]
+
+
+def test_keyword_churn_keeps_ids_right(keyword_backend: Backend) -> None:
+    """Many rounds of replace and delete (chunk ids come and go as documents change); a fresh instance agrees."""
+    index: KeywordIndex = keyword_backend.open()
+    for generation in range(6):
+        ids = [f"g{generation}-{i}" for i in range(600)]
+        index.upsert(ids, [f"word{i % 50} generation{generation}" for i in range(600)], [{"g": generation}] * 600)
+        if generation:
+            index.delete([f"g{generation - 1}-{i}" for i in range(600)])
+        index.commit()
+    assert len(index) == 600
+    for reader in (index, keyword_backend.open()):
+        found = reader.search("word7", 100)
+        assert sorted(c for c, _ in found) == sorted(f"g5-{i}" for i in range(7, 600, 50))
+        assert reader.search("generation4", 10) == []

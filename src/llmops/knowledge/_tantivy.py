@@ -15,6 +15,13 @@ term and term-set queries with tantivy's typed JSON terms (strings, 64-bit integ
 strings of over `_MAX_TERM_BYTES` bytes, field names with a backslash) is checked on the stored metadata of the hits,
 fetching ×4 more hits until ``k`` pass or the query is exhausted. Filter clauses score zero, so scores are pure BM25.
 
+Chunk ids. Reading a stored document costs tens of microseconds (its compressed block holds the chunk texts), which
+for the 50 candidates of a hybrid query was most of the query. So every chunk also gets a stable integer key in a
+fast field, read for all hits at once; the key-to-id map lives in ``ids.log`` beside the index (append-only JSON
+lines, fsynced *before* the tantivy commit that references them, so a committed key is always in the log; a torn last
+line from a crash is ignored and cut by the next writer; rewritten atomically without dead keys when it has grown to
+twice the live chunks).
+
 Visibility follows tantivy's model: searches (in this process too) see the last commit; `commit` publishes writes
 atomically and durably (tantivy's own meta file switch: a crash leaves the previous commit). One instance per index
 directory writes at a time (tantivy's writer lock); any number read and pick up commits with `reload`.
@@ -28,6 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import tantivy
 
 from llmops.knowledge._columns import check_metadata
@@ -82,6 +90,7 @@ class TantivyKeywordIndex:
         builder.add_text_field("id", stored=True, tokenizer_name="raw", index_option="basic")
         builder.add_text_field("body", stored=True, tokenizer_name=_ANALYZER, index_option="freq")
         builder.add_json_field("meta", stored=True, tokenizer_name="raw", index_option="basic")
+        builder.add_unsigned_field("key", fast=True)
         for field in self.range_fields:
             name = _RANGE_PREFIX + field
             if not tantivy.SchemaBuilder.is_valid_field_name(name):
@@ -102,6 +111,7 @@ class TantivyKeywordIndex:
         self._analyzer = _analyzer()
         self._index.register_tokenizer(_ANALYZER, self._analyzer)
         self._index.reload()
+        self._ids = _IdLog(self.path / "ids.log" if self.path is not None else None)
         self._write_lock = threading.Lock()
         self._writer: Any = None
         # Writes since the last commit, by id (None: deleted), so a patch finds a chunk its own batch just added.
@@ -148,6 +158,7 @@ class TantivyKeywordIndex:
     def _write(self, writer: Any, chunk_id: str, text: str, meta: dict[str, MetadataValue]) -> None:
         document = tantivy.Document()
         document.add_text("id", chunk_id)
+        document.add_unsigned("key", self._ids.key(chunk_id))
         document.add_text("body", text)
         document.add_json("meta", meta)
         for field in self.range_fields:
@@ -185,6 +196,7 @@ class TantivyKeywordIndex:
                 self._writer = self._index.writer(self._heap, self._threads)
             except ValueError as error:
                 raise RuntimeError(f"another writer holds the keyword index at {self.path}: {error}") from error
+            self._ids.refresh()  # keys another writer assigned before we took the lock
         return self._writer
 
     def commit(self) -> None:
@@ -192,13 +204,26 @@ class TantivyKeywordIndex:
         with self._write_lock:
             self._check_open()
             if self._writer is not None and self._pending:
+                self._ids.flush()  # every key the commit references is durable first
                 self._writer.commit()
                 self._pending.clear()
             self._index.reload()
+            if self._writer is not None and self._ids.bloated(self._index.searcher().num_docs):
+                self._ids.compact(self._live_keys())
 
     def reload(self) -> None:
         self._check_open()
         self._index.reload()
+        self._ids.refresh()
+
+    def _live_keys(self) -> set[int]:
+        searcher = self._index.searcher()
+        total = int(searcher.num_docs)
+        if not total:
+            return set()
+        hits = searcher.search(tantivy.Query.all_query(), total, count=False).hits
+        keys = searcher.fast_field_values("key", [address for _, address in hits])
+        return {int(key) for key in keys if isinstance(key, int)}
 
     def close(self) -> None:
         """Release the writer (uncommitted writes are dropped) and refuse further use."""
@@ -229,8 +254,22 @@ class TantivyKeywordIndex:
             return []
         if not residual:
             hits = searcher.search(full, min(k, total), count=False).hits
-            return [(searcher.doc(address)["id"][0], float(score)) for score, address in hits]
+            return self._identify(searcher, hits)
         return self._post_filtered(searcher, full, k, residual, total)
+
+    def _identify(self, searcher: Any, hits: list[tuple[float, Any]]) -> list[tuple[str, float]]:
+        """(chunk id, score) of tantivy hits, through the key fast field and the key map."""
+        if not hits:
+            return []
+        keys = searcher.fast_field_values("key", [address for _, address in hits])
+        ids = self._ids.lookup(keys)
+        if None in ids:  # committed by another writer after our last look at the log
+            self._ids.refresh()
+            ids = self._ids.lookup(keys)
+        return [
+            (chunk_id if chunk_id is not None else searcher.doc(address)["id"][0], float(score))
+            for chunk_id, (score, address) in zip(ids, hits, strict=True)
+        ]
 
     def _post_filtered(
         self, searcher: Any, query: tantivy.Query, k: int, residual: list[Condition], total: int
@@ -313,3 +352,90 @@ class TantivyKeywordIndex:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"the keyword index at {self.path or 'memory'} is closed")
+
+
+class _IdLog:
+    """Chunk id <-> integer key, persisted as append-only JSON lines ``[key, "id"]`` (None path: in memory only)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._by_key: dict[int, str] = {}
+        self._by_id: dict[str, int] = {}
+        self._unwritten: list[tuple[int, str]] = []
+        self._next = 0
+        self._offset = 0  # bytes of whole lines read so far
+        self._inode: int | None = None
+        self.refresh()
+
+    def key(self, chunk_id: str) -> int:
+        with self._lock:
+            key = self._by_id.get(chunk_id)
+            if key is None:
+                key = self._next
+                self._next += 1
+                self._by_id[chunk_id], self._by_key[key] = key, chunk_id
+                self._unwritten.append((key, chunk_id))
+            return key
+
+    def lookup(self, keys: Sequence[object]) -> list[str | None]:
+        by_key = self._by_key
+        return [by_key.get(key) if isinstance(key, int) else None for key in keys]
+
+    def refresh(self) -> None:
+        """Read what other writers appended (all of it again if the log was rewritten)."""
+        if self._path is None:
+            return
+        with self._lock:
+            try:
+                with open(self._path, "rb") as handle:
+                    inode = os.fstat(handle.fileno()).st_ino
+                    if inode != self._inode:
+                        self._offset, self._inode = 0, inode
+                    handle.seek(self._offset)
+                    data = handle.read()
+            except FileNotFoundError:
+                return
+            whole = data[: data.rfind(b"\n") + 1]  # a torn last line (a crash mid-append) waits or is cut later
+            for line in whole.splitlines():
+                key, chunk_id = orjson.loads(line)
+                self._by_key[key], self._by_id[chunk_id] = chunk_id, key
+                self._next = max(self._next, key + 1)
+            self._offset += len(whole)
+
+    def flush(self) -> None:
+        """Append (and fsync) the keys assigned since the last flush."""
+        if self._path is None or not self._unwritten:
+            self._unwritten.clear()
+            return
+        with self._lock:
+            lines = b"".join(orjson.dumps(entry) + b"\n" for entry in self._unwritten)
+            with open(self._path, "ab") as handle:
+                if handle.tell() != self._offset:  # cut a torn line left by a crashed writer
+                    handle.truncate(self._offset)
+                handle.write(lines)
+                handle.flush()
+                os.fsync(handle.fileno())
+                self._inode = os.fstat(handle.fileno()).st_ino
+            self._offset += len(lines)
+            self._unwritten.clear()
+
+    def bloated(self, live: int) -> bool:
+        return self._path is not None and len(self._by_key) > 2 * live + 1024
+
+    def compact(self, live: set[int]) -> None:
+        """Rewrite the log with the live keys only (atomically: readers see the old or the new file)."""
+        if self._path is None:
+            return
+        with self._lock:
+            entries = sorted((key, chunk_id) for key, chunk_id in self._by_key.items() if key in live)
+            temporary = self._path.with_suffix(".log.tmp")
+            data = b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self._path)
+            self._by_key = dict(entries)
+            self._by_id = {chunk_id: key for key, chunk_id in entries}
+            self._offset, self._inode = len(data), os.stat(self._path).st_ino

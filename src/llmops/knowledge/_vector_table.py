@@ -67,6 +67,13 @@ class ReadWriteLock:
                 self._condition.notify_all()
 
 
+def _dot(matrix: FloatMatrix, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Matrix-vector product in numpy's own loop: BLAS would split it over threads, which on a busy 2-core machine
+    made a 2,000-row product 6x slower (3.2 ms against 0.5 ms) and a gather-and-product 12x slower."""
+    scores: npt.NDArray[np.float32] = np.einsum("ij,j->i", matrix, query)
+    return scores
+
+
 class VectorTable:
     """Vectors (float32 rows), chunk ids and metadata by row. Not thread-safe: the owning index locks around calls."""
 
@@ -169,8 +176,8 @@ class VectorTable:
             return []
         if mask is not None and mask.count * 4 < size:
             rows = mask.positions()
-            return self._top(rows, self.matrix[rows] @ q, k)
-        scores = self.matrix[:size] @ q
+            return self._top(rows, _dot(self.matrix[rows], q), k)
+        scores = _dot(self.matrix[:size], q)
         keep = self.columns.live[:size] if mask is None else mask.rows[:size]
         if len(self.rows) < size or mask is not None:
             scores = np.where(keep, scores, -np.inf).astype(np.float32)
@@ -181,7 +188,7 @@ class VectorTable:
         """Exact similarities of candidate ``rows`` (from an approximate search), the ``k`` best first."""
         if not len(rows):
             return []
-        return self._top(rows, self.matrix[rows] @ query, k)
+        return self._top(rows, _dot(self.matrix[rows], query), k)
 
     def _top(
         self, rows: npt.NDArray[np.intp] | None, scores: npt.NDArray[np.float32], k: int
