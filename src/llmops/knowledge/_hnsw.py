@@ -12,7 +12,7 @@ next write, and the search takes the cheaper of two exact-enough routes:
   rows still returns its true ``k`` nearest (plain HNSW with a post-filter would return almost nothing).
 
 The crossover is a cost model: exact costs about a sixteenth of a graph step per kept row (``_EXACT_COST``).
-Similarities are always recomputed exactly from the stored vectors, so they equal `ExactVectorIndex`'s.
+Similarities are hnswlib's inner products (equal to `ExactVectorIndex`'s within float32 rounding).
 
 Persistence. `commit` writes a new generation: the graph (hnswlib's file), the rows (vectors and metadata columns,
 ``.npz``) and their ids (JSON) under fresh names, fsynced, and only then ``MANIFEST.json`` naming them, replaced
@@ -156,14 +156,17 @@ class HnswVectorIndex:
         while True:
             fetch = min(fetch, live)
             try:
-                labels, _ = self._graph.knn_query(q, k=fetch, num_threads=1)
+                labels, distances = self._graph.knn_query(q, k=fetch, num_threads=1)
             except RuntimeError:  # fewer reachable neighbours than asked (many deletes): exact is always right
                 return self._table.exact(q, k, mask)
             rows = labels[0].astype(np.intp)
+            similarities = 1.0 - distances[0]  # hnswlib's "ip" distance is 1 - dot, already sorted
             if mask is not None:
-                rows = rows[mask.rows[rows]]
+                keep = mask.rows[rows]
+                rows, similarities = rows[keep], similarities[keep]
             if len(rows) >= k or fetch >= live:
-                return self._table.rescore(rows, q, k)
+                ids = self._table.ids
+                return [(ids[r], s) for r, s in zip(rows[:k].tolist(), similarities[:k].tolist(), strict=True)]
             if mask is not None and mask.count <= _EXACT_COST * fetch * 4:
                 return self._table.exact(q, k, mask)
             fetch *= 4

@@ -1,7 +1,7 @@
 """Rows of vectors with their chunk ids and metadata columns: the storage both in-process vector indexes share.
 
 `ExactVectorIndex` searches the table by a matrix-vector product; `HnswVectorIndex` keeps an HNSW graph over the same
-rows (its labels are the row numbers) and comes back to the table for filters, exact rescoring and selective filters.
+rows (its labels are the row numbers) and comes back to the table for filter masks and for selective filters.
 Rows of deleted chunks are reused by later inserts, so the table stays as large as the most chunks it ever held at once.
 """
 
@@ -183,12 +183,6 @@ class VectorTable:
             scores = np.where(keep, scores, -np.inf).astype(np.float32)
         count = len(self.rows) if mask is None else mask.count
         return self._top(None, scores, min(k, count))
-
-    def rescore(self, rows: npt.NDArray[np.intp], query: npt.NDArray[np.float32], k: int) -> list[tuple[str, float]]:
-        """Exact similarities of candidate ``rows`` (from an approximate search), the ``k`` best first."""
-        if not len(rows):
-            return []
-        return self._top(rows, _dot(self.matrix[rows], query), k)
 
     def _top(
         self, rows: npt.NDArray[np.intp] | None, scores: npt.NDArray[np.float32], k: int
