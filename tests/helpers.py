@@ -234,3 +234,14 @@ class FakeUpstream:
 
 def fake_openai_upstream() -> Starlette:
     return FakeUpstream().app
+
+
+def recent_trace(platform: Any, timeout: float = 10.0) -> dict[str, Any]:
+    """The newest trace. A streamed request's spans end after its last chunk reached the client, so wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        traces = platform.traces.recent(1)
+        if traces or time.monotonic() > deadline:
+            (trace,) = traces
+            return dict(trace)
+        time.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from llmops._plugins import load_plugin
@@ -9,7 +10,17 @@ from llmops._settings import Settings
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
 from llmops.governance import RoleDirectory
 from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
-from llmops.knowledge import Embedder, KnowledgeBase, MiniLMEmbedder, RecursiveTokenChunker, default_parsers
+from llmops.knowledge import (
+    Embedder,
+    HttpReranker,
+    KnowledgeBase,
+    LlamaReranker,
+    MiniLMEmbedder,
+    Reranker,
+    default_parsers,
+    fetch_url,
+    open_indexes,
+)
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, TraceReader, Tracing
 from llmops.prompts import (
     DEFAULT_RAG_PROMPT,
@@ -52,14 +63,7 @@ class Platform:
         self.traces = TraceReader(self.store, self.journal)
 
         self.embedder = embedder or MiniLMEmbedder(threads=self.settings.embedding_threads)
-        self.knowledge = KnowledgeBase(
-            self.store,
-            self.embedder,
-            RecursiveTokenChunker(
-                self.embedder, size=self.settings.chunk_tokens, overlap=self.settings.chunk_overlap_tokens
-            ),
-            default_parsers(),
-        )
+        self.knowledge = self._build_knowledge()
         self.roles = RoleDirectory(self.store)
         self.prompts = PromptRegistry(
             self.store,
@@ -123,6 +127,51 @@ class Platform:
         """Names clients can use as ``model``: RAG apps first, then the gateway's models."""
         return [*self.rag_apps, *self.gateway.model_names()]
 
+    def _build_knowledge(self) -> KnowledgeBase:
+        config = self.settings.knowledge
+        vector, keyword, backend_key = open_indexes(
+            config.backend,
+            data_dir=self.settings.data_dir,
+            model=self.embedder.name,
+            dimensions=self.embedder.dimensions,
+            collection=config.collection,
+            postgres_url=config.postgres_url,
+        )
+
+        def fetch(url: str) -> tuple[Path, bytes]:
+            fetched = fetch_url(
+                url,
+                max_bytes=config.url_max_bytes,
+                timeout=config.url_timeout_s,
+                allow_private=config.url_allow_private,
+            )
+            return Path(fetched.suggested_name), fetched.data
+
+        rerankers: dict[str, Reranker] = {}
+        for spec in config.rerankers:
+            if spec.kind == "llama":
+                rerankers[spec.name] = LlamaReranker(spec.model_path, threads=self.settings.llm_threads)
+            elif spec.kind == "http":
+                if not spec.base_url or not spec.model:
+                    raise ValueError(f"reranker {spec.name!r}: an http reranker needs base_url and model")
+                rerankers[spec.name] = HttpReranker(
+                    spec.base_url, spec.model, api_key_env=spec.api_key_env, name=spec.name
+                )
+            else:
+                rerankers[spec.name] = load_plugin("llmops.rerankers", spec.kind)(**spec.options)
+        return KnowledgeBase(
+            self.store,
+            self.embedder,
+            config.chunking,
+            default_parsers(),
+            data_dir=self.settings.data_dir,
+            vector=vector,
+            keyword=keyword,
+            backend_key=backend_key,
+            fetch=fetch,
+            rerankers=rerankers,
+        )
+
     def _seed_prompts(self) -> None:
         """The default RAG prompt as version 1, labelled production in every environment that has no such label."""
         try:
@@ -173,6 +222,7 @@ class Platform:
 
     def close(self) -> None:
         self.guardrails.close()
+        self.knowledge.close()
         self.tracing.shutdown()
         self.journal.close()
         self.store.close()

@@ -10,13 +10,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from llmops.knowledge._chunking_config import ChunkingConfig
 
 __all__ = [
     "ApiKeyConfig",
@@ -138,10 +140,49 @@ class RagConfig(BaseModel):
     # On the sample handbook with MiniLM, 100 real questions scored 0.25 to 0.81 against their best chunk and ten
     # unrelated ones (capital of France, a poem, a stock price) 0.04 to 0.15.
     min_similarity: float = Field(default=0.2, ge=-1.0, le=1.0)
+    retrieval: Literal["dense", "keyword", "hybrid"] = Field(default="hybrid", description="how chunks are found")
+    filter: dict[str, Any] | None = Field(default=None, description="metadata filter every retrieval applies")
+    index_snapshot: int | None = Field(default=None, description="pin an index snapshot; None follows the newest")
+    mmr_lambda: float | None = Field(default=None, ge=0.0, le=1.0, description="MMR diversity (1 = relevance only)")
+    reranker: str | None = Field(default=None, description="a reranker named in knowledge.rerankers")
     # The bundled 135M model answers best from one or two short chunks; larger models want a larger budget.
     context_token_budget: int = Field(default=320, ge=32)
     max_answer_tokens: int = Field(default=120, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+
+
+class RerankerConfig(BaseModel):
+    """A reranker: ``llama`` (a local GGUF instruct model), ``http`` (a Cohere/Jina/TEI-format /rerank endpoint), or a
+    plugin registered under the ``llmops.rerankers`` entry point (built with ``options``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: str = Field(description="llama, http, or a plugin's name in the llmops.rerankers entry point group")
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    model_path: Path | None = Field(default=None, description="llama: a GGUF file; the bundled SmolLM2 by default")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for a plugin reranker")
+
+
+class KnowledgeSettings(BaseModel):
+    """Where chunks are indexed and how documents are cut and fetched."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    backend: Literal["embedded", "postgres", "memory"] = Field(
+        default="embedded", description="embedded: HNSW + tantivy in DATA_DIR/index; postgres: pgvector + full text"
+    )
+    postgres_url: str | None = Field(default=None, description="PostgreSQL with pgvector, for backend: postgres")
+    collection: str = Field(default="chunks", pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    url_max_bytes: int = Field(default=20_000_000, ge=1024, description="largest document fetched from a URL")
+    url_timeout_s: float = Field(default=20.0, gt=0)
+    url_allow_private: bool = Field(
+        default=False, description="fetch URLs on private/loopback addresses (an intranet wiki); off: SSRF guard"
+    )
+    rerankers: list[RerankerConfig] = Field(default_factory=list)
 
 
 class GuardrailSettings(BaseModel):
@@ -193,8 +234,6 @@ class Settings(BaseSettings):
     llm_batch_threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     llm_model_path: Path | None = Field(default=None, description="a GGUF file; defaults to the bundled SmolLM2")
     embedding_threads: int = Field(default=1, ge=1)
-    chunk_tokens: int = Field(default=200, ge=16, le=256)
-    chunk_overlap_tokens: int = Field(default=32, ge=0)
     environment: str = Field(default="dev", description="the environment this process serves (its prompt labels)")
     environments: list[str] = Field(default_factory=lambda: ["dev", "staging", "prod"], min_length=1)
     prompt_cache_ttl_s: float = Field(default=10.0, ge=0.0)
@@ -205,15 +244,8 @@ class Settings(BaseSettings):
     routers: list[RouterConfig] = Field(default_factory=list)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     rag_apps: list[RagConfig] = Field(default_factory=lambda: [RagConfig()])
-
-    @field_validator("chunk_overlap_tokens")
-    @classmethod
-    def _overlap_below_size(cls, value: int, info: Any) -> int:
-        size = info.data.get("chunk_tokens", 200)
-        if value >= size:
-            raise ValueError(f"chunk_overlap_tokens ({value}) must be smaller than chunk_tokens ({size})")
-        return value
 
     @classmethod
     def settings_customise_sources(

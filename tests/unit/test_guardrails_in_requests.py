@@ -23,7 +23,7 @@ from llmops.store import Base
 from llmops.testing import ScriptedProvider
 
 from ..conftest import SAMPLES
-from ..helpers import serve_in_thread
+from ..helpers import recent_trace, serve_in_thread
 
 QUESTION = "How many paid time off PTO days do new employees get?"
 MODEL = "smollm2-135m-instruct"
@@ -180,7 +180,7 @@ def test_a_gateway_stream_is_cut_with_a_guardrail_event(platform: Platform, base
     last = chunks[-1]
     assert last.choices[0].finish_reason == "content_filter"
     assert last.model_extra is not None and last.model_extra["guardrail"]["rail"] == "toxicity"
-    (trace,) = platform.traces.recent(1)
+    trace = recent_trace(platform)
     full = platform.traces.get(trace["request_id"])
     assert [s["name"] for s in full["spans"]] == [f"guarded {MODEL}", "guardrails.input", f"chat {MODEL}",
                                                   "guardrails.output"]  # fmt: skip

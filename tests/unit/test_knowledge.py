@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from llmops import Platform
-from llmops.knowledge import KnowledgeBase, RecursiveTokenChunker, default_parsers
+from llmops.knowledge import ChunkingConfig, KnowledgeBase, SourceError, default_parsers, open_indexes
 from llmops.knowledge._tables import ChunkRow, IndexSnapshotRow
 from llmops.testing import HashEmbedder, make_pdf
 
@@ -45,7 +45,7 @@ def test_rerun_on_unchanged_files_does_no_work(platform: Platform, corpus: Path)
     chunks = _chunk_count(platform)
     second = platform.knowledge.ingest(corpus)
     assert second.added == second.updated == [] and len(second.unchanged) == len(first.added)
-    assert second.chunks_written == 0 and second.snapshot_id is None
+    assert second.chunks_written == 0 and second.snapshot_id == first.snapshot_id  # no change, no new snapshot
     assert _chunk_count(platform) == chunks
     with platform.store.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(IndexSnapshotRow)) == 1
@@ -61,10 +61,14 @@ def test_a_changed_file_replaces_its_chunks(platform: Platform, corpus: Path) ->
     assert report.snapshot_id == 2
     hits = platform.knowledge.search("zebras kind", k=1, min_similarity=0.0)
     assert "zebras" in hits[0].text
-    assert _chunk_count(platform) < before  # the old, longer texts' chunks are gone
+    assert _chunk_count(platform) > before  # old versions stay: snapshot 1 is immutable and can still be searched
     with platform.store.session() as session:
-        texts = session.scalars(sa.select(ChunkRow.text)).all()
-    assert not any("Respect at work" in t or "15 days of paid time off" in t for t in texts)
+        live = session.scalars(sa.select(ChunkRow.text).where(ChunkRow.snapshot_until > 2)).all()
+    assert not any("Respect at work" in t or "15 days of paid time off" in t for t in live)
+    old = platform.knowledge.search("Respect at work", k=3, min_similarity=0.0, snapshot=1)
+    assert any("Respect at work" in hit.text for hit in old)
+    new = platform.knowledge.search("Respect at work", k=10, min_similarity=0.0)
+    assert not any("Respect at work" in hit.text for hit in new)
 
 
 def test_a_broken_file_is_reported_by_name_and_the_rest_ingested(platform: Platform, corpus: Path) -> None:
@@ -91,15 +95,25 @@ def test_a_file_that_breaks_keeps_its_previous_version(platform: Platform, corpu
 
 
 def test_missing_path_is_a_clear_error(platform: Platform, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+    with pytest.raises(SourceError, match="no such file or folder"):
         platform.knowledge.ingest(tmp_path / "nope")
 
 
-def test_another_process_sees_new_snapshots(platform: Platform, corpus: Path) -> None:
+def test_another_process_sees_new_snapshots(platform: Platform, corpus: Path, tmp_path: Path) -> None:
     # A second knowledge base on the same store stands in for the server while `llmops ingest` runs elsewhere.
     embedder = HashEmbedder()
+    vector, keyword, key = open_indexes(
+        "memory", data_dir=tmp_path, model=embedder.name, dimensions=embedder.dimensions
+    )
     reader = KnowledgeBase(
-        platform.store, embedder, RecursiveTokenChunker(embedder, size=200, overlap=32), default_parsers()
+        platform.store,
+        embedder,
+        ChunkingConfig(),
+        default_parsers(),
+        data_dir=tmp_path / "data",
+        vector=vector,
+        keyword=keyword,
+        backend_key=key,
     )
     assert reader.search("paid time off", k=3, min_similarity=0.0) == []
     platform.knowledge.ingest(corpus)

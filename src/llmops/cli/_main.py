@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 
 from llmops._settings import Settings
-from llmops.cli._common import console, errors, open_platform, with_platform
+from llmops.cli._common import console, open_platform, with_platform
+from llmops.cli._evaluation import eval_app
 from llmops.cli._gateway import gateway_app
 from llmops.cli._guardrails import guardrails_app
+from llmops.cli._knowledge import index_app, ingest, search, sources_app
 from llmops.cli._prompts import prompts_app, roles_app
 
 __all__ = ["app", "main"]
@@ -25,6 +25,11 @@ app.add_typer(prompts_app, name="prompts")
 app.add_typer(roles_app, name="roles")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(guardrails_app, name="guardrails")
+app.add_typer(sources_app, name="sources")
+app.add_typer(index_app, name="index")
+app.add_typer(eval_app, name="eval")
+app.command()(ingest)
+app.command()(search)
 
 _TRACE_DETAILS = (
     "gen_ai.usage.input_tokens",
@@ -66,34 +71,6 @@ def up(
         )
         tune_garbage_collector()
         uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False)
-
-
-@app.command()
-def ingest(
-    path: Annotated[Path, typer.Argument(help="a file or a folder of Markdown, text, HTML and PDF files")],
-) -> None:
-    """Parse, chunk, embed and index documents. Unchanged files are skipped; broken files are reported."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
-    if not files:
-        errors.print(f"[red]nothing to ingest:[/] {path} is not a file or a folder with files")
-        raise typer.Exit(2)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console)
-    with open_platform() as platform, progress as bar:
-        task = bar.add_task("ingesting", total=len(files))
-        report = platform.knowledge.ingest(path, on_progress=lambda _source, _status: bar.advance(task))
-    table = Table("result", "documents")
-    for label, items in (("added", report.added), ("updated", report.updated), ("unchanged", report.unchanged)):
-        table.add_row(label, str(len(items)))
-    table.add_row("skipped", str(len(report.skipped)))
-    table.add_row("failed", str(len(report.failed)))
-    console.print(table)
-    console.print(
-        f"{report.chunks_written} chunks written in {report.seconds:.2f} s; index snapshot {report.snapshot_id}"
-    )
-    for source, reason in report.failed:
-        errors.print(f"[red]failed[/] {source}: {reason}", highlight=False)
-    if report.failed:
-        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,286 +1,308 @@
-"""The knowledge base: ingest a folder into chunks with embeddings, and search them.
+"""The knowledge base: sources, ingestion runs, snapshots, and retrieval over the vector and keyword indexes.
 
-Ingestion is per document and transactional: a document's new chunks replace its old ones in one transaction, so a
-crash mid-run leaves each document either fully old or fully new. A file whose content hash is unchanged is skipped
-before it is parsed, so a re-run over an unchanged folder does no work.
+The relational store is the source of truth (documents, chunk versions with their embeddings, snapshots); the indexes
+are caught up from it after every run and on start, so the two never disagree for long and a lost index is rebuilt.
 """
 
 from __future__ import annotations
 
-import hashlib
+import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
-from llmops.knowledge._chunker import Chunker
+from llmops.knowledge._chunking_config import ChunkingConfig, build_chunker
 from llmops.knowledge._embedder import Embedder
-from llmops.knowledge._index import ExactVectorIndex, VectorIndex
-from llmops.knowledge._parsers import ParsedDocument, ParseError, Parser
-from llmops.knowledge._tables import ChunkRow, DocumentRow, IndexSnapshotRow
+from llmops.knowledge._embedding_cache import CachedEmbedder
+from llmops.knowledge._filters import MetadataFilter
+from llmops.knowledge._index import KeywordIndex, VectorIndex
+from llmops.knowledge._ingest import (
+    DocumentProcessor,
+    IngestBusyError,
+    Ingestor,
+    IngestReport,
+    LocalProcessor,
+    ProgressCallback,
+    ingest_lock,
+)
+from llmops.knowledge._parsers import Parser
+from llmops.knowledge._rerank import Reranker
+from llmops.knowledge._retrieval import ChunkCatalog, Fusion, RetrievalMode, RetrievedChunk, Retriever
+from llmops.knowledge._snapshots import IndexSync, SnapshotError, Snapshots
+from llmops.knowledge._sources import SourceRegistry
+from llmops.knowledge._store_cache import StoreEmbeddingCache
+from llmops.knowledge._tables import ChunkingConfigRow, ChunkRow, IndexSnapshotRow
 from llmops.store import Store
 
-__all__ = ["IngestReport", "KnowledgeBase", "RetrievedChunk"]
-
-MAX_FILE_BYTES = 50 * 1024 * 1024
+__all__ = ["EmbeddingModelMismatchError", "KnowledgeBase"]
 
 
-@dataclass
-class IngestReport:
-    """What one ingestion run did, by source path."""
-
-    added: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    chunks_written: int = 0
-    snapshot_id: int | None = None
-    seconds: float = 0.0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.updated)
-
-
-@dataclass(frozen=True)
-class RetrievedChunk:
-    chunk_id: str
-    document_id: str
-    text: str
-    title: str
-    source: str
-    heading: str | None
-    page: int | None
-    score: float
-
-
-ProgressCallback = Callable[[str, str], None]
+class EmbeddingModelMismatchError(SnapshotError):
+    """The snapshot was embedded with another model than the one this process queries with."""
 
 
 class KnowledgeBase:
-    """Documents, chunks and the vector index over them.
+    """Documents, their chunk versions, the snapshots over them, and search.
 
-    >>> kb.ingest(Path("samples/handbook")).added  # doctest: +SKIP
-    >>> kb.search("How many PTO days?", k=4, min_similarity=0.35)  # doctest: +SKIP
+    >>> kb.ingest("samples/handbook").added                        # doctest: +SKIP
+    >>> kb.search("How many PTO days?", k=4, mode="hybrid")         # doctest: +SKIP
     """
 
     def __init__(
         self,
         store: Store,
         embedder: Embedder,
-        chunker: Chunker,
+        chunking: ChunkingConfig,
         parsers: Iterable[Parser],
-        index: VectorIndex | None = None,
+        *,
+        data_dir: Path,
+        vector: VectorIndex,
+        keyword: KeywordIndex,
+        backend_key: str,
+        fetch: Any = None,
+        rerankers: Mapping[str, Reranker] | None = None,
     ) -> None:
+        chunking.check_fits(embedder)
         self._store = store
         self.embedder = embedder
-        self._chunker = chunker
+        self.chunking = chunking
+        self._chunker = build_chunker(chunking, embedder)
         self._parsers = {suffix: parser for parser in parsers for suffix in parser.suffixes}
-        self._index: VectorIndex = index or ExactVectorIndex(embedder.dimensions)
-        self._chunks: dict[str, RetrievedChunk] = {}  # by id, score 0: what a hit returns besides its score
-        self._loaded_snapshot: int | None = -1  # -1: never loaded
+        self._cached = CachedEmbedder(embedder, StoreEmbeddingCache(store))
+        self._lock_path = data_dir / "ingest.lock"
+        self._fetch = fetch or _no_fetch
+        self.vector_index = vector
+        self.keyword_index = keyword
+        self.sources = SourceRegistry(store)
+        self.snapshots = Snapshots(store, self._lock_path)
+        self._sync = IndexSync(store, vector, keyword, backend_key)
+        self._catalog = ChunkCatalog(self._load_chunks)
+        self._retriever = Retriever(embedder, vector, keyword, self._catalog)
+        self.rerankers: dict[str, Reranker] = dict(rerankers or {})
+        self._served: int | None = None
+        self._served_checked = 0.0
+        self._loaded: int | None = None
+        self._last_searched: int | None = None
+        self._models: dict[int, str] = {}
+        self._refresh_lock = threading.Lock()
+        self._save_chunking_config()
 
     @property
     def supported_suffixes(self) -> list[str]:
         return sorted(self._parsers)
 
+    @property
+    def parsers(self) -> dict[str, Parser]:
+        return dict(self._parsers)
+
+    @property
+    def chunker(self) -> Any:
+        return self._chunker
+
     # ---- ingestion -------------------------------------------------------------------------------------------
 
-    def ingest(self, path: Path, *, on_progress: ProgressCallback | None = None) -> IngestReport:
-        """Ingest a file or every supported file under a folder. Broken files are reported in ``failed``."""
-        started = time.perf_counter()
-        report = IngestReport()
-        if not path.exists():
-            raise FileNotFoundError(f"no such file or folder: {path}")
-        for file in _walk(path):
-            source = str(file.resolve())
-            status = self._ingest_file(file, source, report)
-            if on_progress is not None:
-                on_progress(source, status)
-        if report.changed:
-            report.snapshot_id = self._record_snapshot(report)
-            self.refresh()
-        report.seconds = time.perf_counter() - started
+    def ingest(
+        self,
+        location: str | Path | Sequence[str | Path] | None = None,
+        *,
+        on_progress: ProgressCallback | None = None,
+        processor: DocumentProcessor | None = None,
+    ) -> IngestReport:
+        """Register ``location`` (a folder, file, glob or URL; several allowed) and ingest it, or every source.
+
+        A run over given locations adds and updates their documents and removes the ones they no longer hold; a run
+        over every source also removes the documents of sources that were unregistered.
+        """
+        if location is None:
+            sources = self.sources.list()
+            all_sources = True
+        else:
+            locations = [location] if isinstance(location, str | Path) else list(location)
+            sources = [self.sources.add(str(item)) for item in locations]
+            all_sources = False
+        ingestor = Ingestor(
+            self._store, self._cached, self.chunking.config_id, self._parsers, self._fetch, self._lock_path
+        )
+        report = ingestor.run(
+            sources,
+            processor or LocalProcessor(self._parsers, self._chunker),
+            all_sources=all_sources,
+            on_progress=on_progress,
+        )
+        self.catch_up()
         return report
 
-    def _ingest_file(self, file: Path, source: str, report: IngestReport) -> str:
-        parser = self._parsers.get(file.suffix.lower())
-        if parser is None:
-            report.skipped.append((source, f"unsupported file type {file.suffix or '(none)'}"))
-            return "skipped"
-        try:
-            size = file.stat().st_size
-            if size > MAX_FILE_BYTES:
-                raise ParseError(f"file is {size} bytes, over the {MAX_FILE_BYTES} byte limit")
-            data = file.read_bytes()
-        except (OSError, ParseError) as exc:
-            report.failed.append((source, str(exc)))
-            return "failed"
-        content_hash = hashlib.sha256(data).hexdigest()
-        document_id = hashlib.sha256(source.encode()).hexdigest()[:32]
-        with self._store.session() as session:
-            existing = session.get(DocumentRow, document_id)
-            if existing is not None and existing.content_hash == content_hash:
-                report.unchanged.append(source)
-                return "unchanged"
-        try:
-            parsed = parser.parse(data, file)
-        except ParseError as exc:
-            report.failed.append((source, str(exc)))
-            return "failed"
-        except Exception as exc:  # a parser library failing in an unforeseen way must not stop the run
-            report.failed.append((source, f"{parser.name} parser failed: {type(exc).__name__}: {exc}"))
-            return "failed"
-        rows = self._chunk_rows(document_id, content_hash, parsed)
-        if not rows:
-            report.failed.append((source, "no text to index after cleaning"))
-            return "failed"
-        self._write_document(document_id, source, content_hash, len(data), parsed, rows)
-        report.chunks_written += len(rows)
-        (report.updated if existing is not None else report.added).append(source)
-        return "updated" if existing is not None else "added"
+    def catch_up(self, *, wait: bool = True) -> int | None:
+        """Bring the indexes up to the newest ready snapshot (after a run, a rollback, or a crash).
 
-    def _chunk_rows(self, document_id: str, content_hash: str, parsed: ParsedDocument) -> list[ChunkRow]:
-        rows: list[ChunkRow] = []
-        for section in parsed.sections:
-            for chunk in self._chunker.split(section.text):
-                ordinal = len(rows)
-                chunk_id = hashlib.sha256(f"{document_id}:{content_hash}:{ordinal}".encode()).hexdigest()[:40]
-                rows.append(
-                    ChunkRow(
-                        id=chunk_id,
-                        document_id=document_id,
-                        ordinal=ordinal,
-                        text=chunk.text,
-                        token_count=chunk.token_count,
-                        heading=section.heading,
-                        page=section.page,
-                        start_char=chunk.start,
-                        end_char=chunk.end,
-                        embedding_model=self.embedder.name,
-                        embedding=b"",
-                    )
-                )
-        # The title and heading give a chunk its context ("Expenses > Travel"), which its text alone often lacks.
-        vectors = self.embedder.embed([_embedding_text(parsed.title, row) for row in rows])
-        for row, vector in zip(rows, vectors, strict=True):
-            row.embedding = vector.astype(np.float32).tobytes()
-        return rows
+        Index writes hold the ingest lock, so two processes never write one embedded index. With ``wait=False`` a
+        busy lock means another process is ingesting (and will catch the index up itself): nothing is done.
+        """
+        with self._refresh_lock:
+            try:
+                with ingest_lock(self._store, self._lock_path, wait=wait):
+                    self._sync.catch_up()
+            except IngestBusyError:
+                if wait:
+                    raise
+            served = self._sync.synced()
+            if served is not None and served != self._loaded:
+                self.vector_index.reload()
+                self.keyword_index.reload()
+            self._served, self._served_checked, self._loaded = served, time.monotonic(), served
+            return served
 
-    def _write_document(
-        self,
-        document_id: str,
-        source: str,
-        content_hash: str,
-        size: int,
-        parsed: ParsedDocument,
-        rows: list[ChunkRow],
-    ) -> None:
-        with self._store.session() as session:
-            session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
-            document = session.get(DocumentRow, document_id) or DocumentRow(id=document_id, source=source)
-            document.title = parsed.title[:512]
-            document.content_hash = content_hash
-            document.parser = parsed.parser
-            document.size_bytes = size
-            document.ingested_at = datetime.now(UTC)
-            document.meta = dict(parsed.meta)
-            session.add(document)
-            session.flush()  # the document row must exist before its chunks reference it
-            session.add_all(rows)
-
-    def _record_snapshot(self, report: IngestReport) -> int:
-        with self._store.session() as session:
-            documents = session.scalar(select(func.count()).select_from(DocumentRow)) or 0
-            chunks = session.scalar(select(func.count()).select_from(ChunkRow)) or 0
-            snapshot = IndexSnapshotRow(
-                created_at=datetime.now(UTC),
-                embedding_model=self.embedder.name,
-                documents=documents,
-                chunks=chunks,
-                stats={"added": len(report.added), "updated": len(report.updated), "failed": len(report.failed)},
-            )
-            session.add(snapshot)
-            session.flush()
-            return snapshot.id
+    def rollback(self, snapshot_id: int, *, actor: str = "") -> int:
+        """Make the index's content that of ``snapshot_id`` again, as a new snapshot; returns the new id."""
+        info = self.snapshots.rollback(snapshot_id, actor=actor)
+        self.catch_up()
+        return info.id
 
     # ---- retrieval -------------------------------------------------------------------------------------------
 
     @property
     def loaded_snapshot(self) -> int | None:
-        """The snapshot the in-memory index holds (None before the first ingestion)."""
-        return None if self._loaded_snapshot == -1 else self._loaded_snapshot
+        """The snapshot the last search ran against (or the newest served one before any search)."""
+        return self._last_searched if self._last_searched is not None else self.served_snapshot()
 
     @property
     def snapshot_id(self) -> int | None:
-        with self._store.session() as session:
-            return session.scalar(select(func.max(IndexSnapshotRow.id)))
+        return self.served_snapshot()
+
+    def served_snapshot(self, *, max_age_s: float = 1.0) -> int | None:
+        """The newest snapshot the indexes hold; other processes' runs show up within ``max_age_s``."""
+        if self._served is None or time.monotonic() - self._served_checked > max_age_s:
+            self.refresh()
+        return self._served
 
     def refresh(self) -> int | None:
-        """Reload the index if another process (or this one) wrote a newer snapshot. Returns the snapshot id."""
-        latest = self.snapshot_id
-        if latest == self._loaded_snapshot:
-            return latest
-        ids: list[str] = []
-        vectors: list[bytes] = []
-        infos: dict[str, RetrievedChunk] = {}
-        with self._store.session() as session:
-            query = (
-                select(ChunkRow, DocumentRow.title, DocumentRow.source)
-                .join(DocumentRow, ChunkRow.document_id == DocumentRow.id)
-                .where(ChunkRow.embedding_model == self.embedder.name)
-            )
-            for chunk, title, source in session.execute(query):
-                ids.append(chunk.id)
-                vectors.append(chunk.embedding)
-                infos[chunk.id] = RetrievedChunk(
-                    chunk.id, chunk.document_id, chunk.text, title, source, chunk.heading, chunk.page, score=0.0
-                )
-        matrix = (
-            np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(ids), self.embedder.dimensions)
-            if ids
-            else np.zeros((0, self.embedder.dimensions), dtype=np.float32)
-        )
-        self._index.replace(ids, matrix)
-        self._chunks = infos
-        self._loaded_snapshot = latest
-        return latest
+        """Pick up snapshots other processes indexed (reloading the indexes), and repair an index left behind.
 
-    def search(self, query: str, *, k: int, min_similarity: float) -> list[RetrievedChunk]:
-        """The ``k`` chunks most similar to ``query`` whose cosine similarity is at least ``min_similarity``."""
-        self.refresh()
-        vector = self.embedder.embed([query])[0]
-        chunks = self._chunks
-        return [
-            replace(chunks[chunk_id], score=score)
-            for chunk_id, score in self._index.search(vector, k)
-            if score >= min_similarity and chunk_id in chunks
-        ]
+        An index is behind when a run finished its snapshot but died before catching the index up, or when the index
+        lives in memory (or lost its files): the first reader to notice catches it up.
+        """
+        with self._refresh_lock:
+            served = self._sync.synced()
+            if served is not None and served != self._loaded:
+                self.vector_index.reload()
+                self.keyword_index.reload()
+                self._loaded = served
+            self._served, self._served_checked = served, time.monotonic()
+        latest = self.snapshots.latest()
+        if latest is not None and (served is None or latest.id > served or not len(self.vector_index)):
+            return self.catch_up(wait=False)
+        return served
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int,
+        min_similarity: float | None = None,
+        mode: RetrievalMode = "dense",
+        where: Mapping[str, Any] | MetadataFilter | None = None,
+        snapshot: int | None = None,
+        fusion: Fusion = "rrf",
+        mmr_lambda: float | None = None,
+        reranker: str | Reranker | None = None,
+        candidates: int = 50,
+    ) -> list[RetrievedChunk]:
+        """The ``k`` best chunks for ``query`` in ``snapshot`` (the newest by default) that match ``where``."""
+        snapshot_id = snapshot if snapshot is not None else self.served_snapshot()
+        if snapshot_id is None:
+            return []
+        self._check_model(snapshot_id)
+        if snapshot is not None and (self._served is None or snapshot > self._served):
+            self.refresh()
+            if self._served is None or snapshot > self._served:
+                raise SnapshotError(f"index snapshot {snapshot} is not indexed yet (the newest is {self._served})")
+        if isinstance(reranker, str):
+            if reranker not in self.rerankers:
+                raise ValueError(f"no reranker named {reranker!r}; configured: {', '.join(self.rerankers) or 'none'}")
+            reranker = self.rerankers[reranker]
+        self._last_searched = snapshot_id
+        return self._retriever.search(
+            query,
+            k=k,
+            snapshot_id=snapshot_id,
+            mode=mode,
+            where=MetadataFilter.parse(where),
+            min_similarity=min_similarity,
+            fusion=fusion,
+            mmr_lambda=mmr_lambda,
+            reranker=reranker,
+            candidates=candidates,
+        )
+
+    def _check_model(self, snapshot_id: int) -> None:
+        model = self._models.get(snapshot_id)
+        if model is None:
+            info = self.snapshots.ready(snapshot_id)
+            model = self._models[snapshot_id] = info.embedding_model
+        if model != self.embedder.name:
+            raise EmbeddingModelMismatchError(
+                f"index snapshot {snapshot_id} was embedded with {model}; queries here are embedded with "
+                f"{self.embedder.name}. Re-ingest to re-embed with {self.embedder.name}, or configure {model}."
+            )
+
+    def _load_chunks(self, ids: Sequence[str]) -> dict[str, RetrievedChunk]:
+        found: dict[str, RetrievedChunk] = {}
+        with self._store.session() as session:
+            rows = session.execute(
+                select(
+                    ChunkRow.id,
+                    ChunkRow.document_id,
+                    ChunkRow.text,
+                    ChunkRow.heading,
+                    ChunkRow.page,
+                    ChunkRow.meta,
+                ).where(ChunkRow.id.in_(list(ids)))
+            )
+            for chunk_id, doc_id, text, heading, page, meta in rows:
+                meta = dict(meta or {})
+                found[chunk_id] = RetrievedChunk(
+                    chunk_id=chunk_id,
+                    document_id=doc_id,
+                    text=text,
+                    title=str(meta.get("title", "")),
+                    source=str(meta.get("source", "")),
+                    heading=heading,
+                    page=page,
+                    score=0.0,
+                    metadata=meta,
+                )
+        return found
+
+    # ---- bookkeeping -----------------------------------------------------------------------------------------
+
+    def _save_chunking_config(self) -> None:
+        with self._store.session() as session:
+            if session.get(ChunkingConfigRow, self.chunking.config_id) is None:
+                session.add(
+                    ChunkingConfigRow(
+                        id=self.chunking.config_id,
+                        config=self.chunking.model_dump(mode="json"),
+                        created_at=datetime.now(UTC),
+                    )
+                )
 
     def stats(self) -> dict[str, int | None]:
+        served = self.served_snapshot()
         with self._store.session() as session:
-            return {
-                "documents": session.scalar(select(func.count()).select_from(DocumentRow)) or 0,
-                "chunks": session.scalar(select(func.count()).select_from(ChunkRow)) or 0,
-                "snapshot_id": session.scalar(select(func.max(IndexSnapshotRow.id))),
-            }
+            latest = session.get(IndexSnapshotRow, served) if served is not None else None
+            documents = latest.documents if latest is not None else 0
+            chunks = latest.chunks if latest is not None else 0
+            versions = session.scalar(select(func.count()).select_from(ChunkRow)) or 0
+        return {"documents": documents, "chunks": chunks, "chunk_versions": versions, "snapshot_id": served}
+
+    def close(self) -> None:
+        self.vector_index.close()
+        self.keyword_index.close()
 
 
-def _embedding_text(title: str, row: ChunkRow) -> str:
-    context = " > ".join(part for part in (title, row.heading) if part)
-    return f"{context}\n{row.text}" if context else row.text
-
-
-def _walk(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    return sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
+def _no_fetch(url: str) -> tuple[Path, bytes]:
+    raise ValueError(f"URL sources are not enabled in this knowledge base: {url}")

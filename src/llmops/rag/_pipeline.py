@@ -43,8 +43,8 @@ def new_request_id() -> str:
 class Citation(RetrievedChunk):
     """Source ``[number]`` of the answer's context (the chunk the model read), and whether the answer cited it."""
 
-    number: int
-    cited: bool
+    number: int = 0
+    cited: bool = False
 
 
 @dataclass
@@ -209,16 +209,25 @@ class RagPipeline:
             question, pseudonymizer = checked.text, checked.pseudonymizer
 
         with self._stage("retrieve", ctx, stages) as span:
+            snapshot = config.index_snapshot if config.index_snapshot is not None else self._knowledge.served_snapshot()
             hits = await asyncio.to_thread(
-                self._knowledge.search, question, k=config.top_k, min_similarity=config.min_similarity
+                self._knowledge.search,
+                question,
+                k=config.top_k,
+                min_similarity=config.min_similarity,
+                mode=config.retrieval,
+                where=config.filter,
+                snapshot=snapshot,
+                mmr_lambda=config.mmr_lambda,
+                reranker=config.reranker,
             )
-            snapshot = self._knowledge.loaded_snapshot
             span.set_attributes(
                 {
                     genai.GEN_AI_OPERATION_NAME: "retrieval",
                     genai.GEN_AI_DATA_SOURCE_ID: "knowledge",
                     "llmops.retrieval.top_k": config.top_k,
                     "llmops.retrieval.min_similarity": config.min_similarity,
+                    "llmops.retrieval.mode": config.retrieval,
                     "llmops.retrieval.hits": len(hits),
                     "llmops.retrieval.chunk_ids": [h.chunk_id for h in hits],
                     "llmops.retrieval.scores": [round(h.score, 4) for h in hits],
