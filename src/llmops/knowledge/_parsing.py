@@ -97,13 +97,17 @@ class Parser(Protocol):
 # ---- cleaning ----------------------------------------------------------------------------------------------------
 
 _HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
+# Control characters are never text. PDFium in particular marks a word it joined across a line break with \x02
+# where the hyphen was ("infor\x02mation"); a soft hyphen (U+00AD) is likewise only a place a word may break.
+_INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\u00ad]")
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
 def clean_text(text: str) -> str:
-    """Join words hyphenated across lines, collapse runs of spaces and of blank lines, trim each line."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    """Join words hyphenated across lines, drop control characters and soft hyphens, collapse runs of spaces and of
+    blank lines, trim each line."""
+    text = _INVISIBLE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = _HYPHEN_BREAK.sub(r"\1\2", text)
     text = _SPACES.sub(" ", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
