@@ -5,7 +5,9 @@ import io
 import json
 import re
 import time
+import tomllib
 import zipfile
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import docx
@@ -532,10 +534,10 @@ def test_csv_rows_become_sections_with_field_value_text() -> None:
         ("row 6", "name: Linus\nTorvalds; team: Kernel; office: Portland; OR; start: 2022"),
     ]
     assert doc.sections[0].meta == {
-        "name": "Ada Lovelace",
-        "team": "Research",
-        "office": "Berlin",
-        "start": "2024-01-02",
+        "field.name": "Ada Lovelace",
+        "field.team": "Research",
+        "field.office": "Berlin",
+        "field.start": "2024-01-02",
     }
 
 
@@ -601,8 +603,13 @@ def test_json_records_are_flattened_into_sections() -> None:
         ("record 1", "name: Ada; team.name: Research; team.size: 4; tags: ml, ops; remote: true"),
         ("record 2", "name: Grace; roles.0.title: Admiral; roles.1.title: Teacher; score: 9.5"),
     ]
-    assert doc.sections[0].meta == {"name": "Ada", "team.name": "Research", "team.size": 4, "tags": "ml, ops",
-                                    "remote": True}  # fmt: skip
+    assert doc.sections[0].meta == {
+        "field.name": "Ada",
+        "field.team.name": "Research",
+        "field.team.size": 4,
+        "field.tags": "ml, ops",
+        "field.remote": True,
+    }
 
 
 def test_json_top_level_lists_single_objects_and_json_lines() -> None:
@@ -636,3 +643,21 @@ def test_json_top_level_lists_single_objects_and_json_lines() -> None:
 def test_broken_json_files_are_refused_with_the_reason(data: bytes, path: str, message: str) -> None:
     with pytest.raises(ParseError, match=re.escape(message)):
         JsonParser().parse(data, Path(path))
+
+
+def test_record_fields_cannot_overwrite_the_metadata_ingestion_sets() -> None:
+    doc = CsvParser().parse(b"source,title,language,team\nhttp://evil.example,Fake,xx,Ops\n", Path("t.csv"))
+    assert doc.sections[0].meta == {
+        "field.source": "http://evil.example",
+        "field.title": "Fake",
+        "field.language": "xx",
+        "field.team": "Ops",
+    }
+
+
+def test_the_entry_points_in_pyproject_name_the_built_in_parsers() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"]["llmops.parsers"]
+    loaded = {name: EntryPoint(name, value, "llmops.parsers").load() for name, value in declared.items()}
+    assert {name: factory().name for name, factory in loaded.items()} == {name: name for name in declared}
+    assert set(loaded.values()) == {type(parser) for parser in default_parsers()}

@@ -2,7 +2,8 @@
 
 A record becomes text that reads as field-value pairs (``name: Ada; team: Research``), because that is what both an
 embedding model and a keyword index match a question against; its scalar fields are also kept as section metadata
-so that a filter can select records.
+so that a filter can select records. Those keys are prefixed with ``field.`` (``field.team``), so that a column named
+``source`` or ``title`` can never overwrite the metadata ingestion sets on every chunk.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from pathlib import Path
 
 from llmops.knowledge._parsing import ParsedDocument, ParseError, RecordValue, Section, build_document, decode_utf8
 
-__all__ = ["CsvParser", "JsonParser", "flatten_record"]
+__all__ = ["FIELD_PREFIX", "CsvParser", "JsonParser", "flatten_record"]
 
 MAX_RECORDS = 100_000
 _MAX_FIELDS = 200  # per record: beyond this a "record" is a data dump, not a document
 _MAX_DEPTH = 12
 _META_VALUE_CHARS = 200  # longer values are text to read, not values to filter on
+FIELD_PREFIX = "field."
 _DELIMITERS = ",;\t|"
 
 
@@ -209,6 +211,8 @@ def _record_section(heading: str, pairs: list[tuple[str, RecordValue]]) -> Secti
     # A bare scalar record (a list of strings) has the empty path: its text is just the value.
     text = "; ".join(f"{key}: {_scalar_text(value)}" if key else _scalar_text(value) for key, value in pairs)
     meta = {
-        key: value for key, value in pairs if key and (not isinstance(value, str) or len(value) <= _META_VALUE_CHARS)
+        FIELD_PREFIX + key: value
+        for key, value in pairs
+        if key and (not isinstance(value, str) or len(value) <= _META_VALUE_CHARS)
     }
     return Section(text=text, heading=heading, meta=meta)

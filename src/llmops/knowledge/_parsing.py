@@ -48,7 +48,8 @@ class ParseError(ValueError):
 class Section:
     """A run of text under one heading path (``"Time off > Vacation"``), on one page, or one record of a table.
 
-    ``meta`` holds per-section fields that a filter may use: the scalar fields of a CSV row or JSON record.
+    ``meta`` holds per-section fields that a filter may use: the scalar fields of a CSV row or JSON record, under
+    keys prefixed ``field.`` so that they cannot collide with the metadata ingestion puts on every chunk.
     """
 
     text: str
