@@ -10,10 +10,16 @@ EXPECTED = {
     "llmops": {"ModelConfig", "Platform", "RagConfig", "Settings", "__version__"},
     "llmops.store": {"Base", "Journal", "Store", "StoreError"},
     "llmops.knowledge": {
-        "Chunk", "Chunker", "Embedder", "ExactVectorIndex", "HtmlParser", "IngestReport", "KnowledgeBase",
-        "MarkdownParser", "MiniLMEmbedder", "ParseError", "ParsedDocument", "Parser", "PdfParser",
-        "RecursiveTokenChunker", "RetrievedChunk", "Section", "TextParser", "TokenCounter", "VectorIndex",
-        "clean_text", "default_parsers",
+        "CachedEmbedder", "Chunk", "Chunker", "ChunkingConfig", "CsvParser", "DocumentProcessor", "DocxParser",
+        "Embedder", "EmbeddingCache", "EmbeddingModelMismatchError", "ExactVectorIndex", "FetchError", "FilterError",
+        "FixedTokenChunker", "HnswVectorIndex", "HtmlParser", "HttpReranker", "InMemoryEmbeddingCache",
+        "IngestBusyError", "IngestReport", "JsonParser", "KeywordIndex", "KnowledgeBase", "LlamaReranker",
+        "LocalProcessor", "MarkdownParser", "MetadataFilter", "MiniLMEmbedder", "OpenAICompatibleEmbedder",
+        "ParseError", "ParsedDocument", "Parser", "PdfParser", "PgKeywordIndex", "PgVectorIndex",
+        "RecursiveTokenChunker", "RerankError", "Reranker", "RetrievalMode", "RetrievedChunk", "Section",
+        "SemanticChunker", "SentenceChunker", "SnapshotDiff", "SnapshotError", "SnapshotInfo", "SourceError",
+        "TantivyKeywordIndex", "TextParser", "TokenCounter", "VectorIndex", "build_chunker", "clean_text",
+        "default_parsers", "fetch_url", "open_indexes",
     },
     "llmops.prompts": {
         "ALLOWED_STAGE_MOVES", "DEFAULT_RAG_PROMPT", "DEFAULT_RAG_PROMPT_NAME", "DEFAULT_RAG_VARIABLES",
@@ -23,6 +29,9 @@ EXPECTED = {
         "ReviewRefusedError", "TemplateRenderer", "VersionInfo", "compare", "pull_prompts", "push_prompts",
     },
     "llmops.governance": {"ROLES", "RoleDirectory"},
+    "llmops.evaluation": {
+        "QuerySetError", "RelevantPassage", "RetrievalQuery", "RetrievalReport", "evaluate_retrieval", "load_query_set",
+    },
     "llmops.gateway": {
         "AnthropicMessagesFormat", "AnthropicProvider", "AuthenticationError", "CachedAnswer", "Caller", "ChatRequest",
         "ChatResult", "CircuitBreaker", "EmbeddingProvider", "EmbeddingResult", "ExactCache", "Finish", "Gateway",

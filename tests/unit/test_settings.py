@@ -22,11 +22,11 @@ def test_defaults() -> None:
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLMOPS_PORT", "8123")
     monkeypatch.setenv("LLMOPS_DATABASE_URL", "postgresql+psycopg://u@h/db")
-    monkeypatch.setenv("LLMOPS_CHUNK_TOKENS", "128")
+    monkeypatch.setenv("LLMOPS_KNOWLEDGE__CHUNKING__SIZE", "128")
     settings = Settings()
     assert settings.port == 8123
     assert settings.resolved_database_url == "postgresql+psycopg://u@h/db"
-    assert settings.chunk_tokens == 128
+    assert settings.knowledge.chunking.size == 128
 
 
 def test_yaml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -60,8 +60,8 @@ def test_bad_values_are_refused_with_the_field_named(monkeypatch: pytest.MonkeyP
 
 
 def test_overlap_must_be_smaller_than_chunk() -> None:
-    with pytest.raises(ValidationError, match="chunk_overlap_tokens"):
-        Settings(chunk_tokens=64, chunk_overlap_tokens=64)
+    with pytest.raises(ValidationError, match=r"overlap \(64\) must be smaller than size \(64\)"):
+        Settings.model_validate({"knowledge": {"chunking": {"size": 64, "overlap": 64}}})
 
 
 def test_unknown_setting_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

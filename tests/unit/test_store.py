@@ -18,9 +18,10 @@ TABLES = {
     "spans", "traces", "prompt_stages", "prompt_history", "prompt_policies", "prompt_change_requests",
     "prompt_reviews", "prompt_checks", "prompt_experiments", "prompt_experiment_outcomes", "role_grants",
     "gateway_calls", "price_books", "gateway_call_repricings", "guardrail_policies", "guardrail_policy_versions",
-    "guardrail_policy_labels", "guardrail_policy_history",
+    "guardrail_policy_labels", "guardrail_policy_history", "knowledge_sources", "snapshot_changes",
+    "chunking_configs", "embedding_cache", "knowledge_index_state",
 }  # fmt: skip
-HEAD = "0004"
+HEAD = "0005"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:

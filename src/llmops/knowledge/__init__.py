@@ -9,28 +9,41 @@ from llmops.knowledge._embedder import Embedder, MiniLMEmbedder, TokenCounter
 from llmops.knowledge._embedding_cache import CachedEmbedder, EmbeddingCache, InMemoryEmbeddingCache
 from llmops.knowledge._fetch import FetchError, fetch_url
 from llmops.knowledge._filters import FilterError, MetadataFilter
+from llmops.knowledge._hnsw import HnswVectorIndex
 from llmops.knowledge._index import ExactVectorIndex, KeywordIndex, VectorIndex
 from llmops.knowledge._ingest import DocumentProcessor, IngestBusyError, IngestReport, LocalProcessor
 from llmops.knowledge._openai_embedder import OpenAICompatibleEmbedder
 from llmops.knowledge._parsers import (
+    CsvParser,
+    DocxParser,
+    HtmlParser,
+    JsonParser,
+    MarkdownParser,
     ParsedDocument,
     ParseError,
     Parser,
+    PdfParser,
     Section,
+    TextParser,
     clean_text,
     default_parsers,
 )
+from llmops.knowledge._pgfts import PgKeywordIndex
+from llmops.knowledge._pgvector import PgVectorIndex
 from llmops.knowledge._rerank import HttpReranker, LlamaReranker, Reranker, RerankError
 from llmops.knowledge._retrieval import RetrievalMode, RetrievedChunk
 from llmops.knowledge._snapshots import SnapshotDiff, SnapshotError, SnapshotInfo
 from llmops.knowledge._sources import SourceError
+from llmops.knowledge._tantivy import TantivyKeywordIndex
 
 __all__ = [
     "CachedEmbedder",
     "Chunk",
     "Chunker",
     "ChunkingConfig",
+    "CsvParser",
     "DocumentProcessor",
+    "DocxParser",
     "Embedder",
     "EmbeddingCache",
     "EmbeddingModelMismatchError",
@@ -38,20 +51,27 @@ __all__ = [
     "FetchError",
     "FilterError",
     "FixedTokenChunker",
+    "HnswVectorIndex",
+    "HtmlParser",
     "HttpReranker",
     "InMemoryEmbeddingCache",
     "IngestBusyError",
     "IngestReport",
+    "JsonParser",
     "KeywordIndex",
     "KnowledgeBase",
     "LlamaReranker",
     "LocalProcessor",
+    "MarkdownParser",
     "MetadataFilter",
     "MiniLMEmbedder",
     "OpenAICompatibleEmbedder",
     "ParseError",
     "ParsedDocument",
     "Parser",
+    "PdfParser",
+    "PgKeywordIndex",
+    "PgVectorIndex",
     "RecursiveTokenChunker",
     "RerankError",
     "Reranker",
@@ -64,6 +84,8 @@ __all__ = [
     "SnapshotError",
     "SnapshotInfo",
     "SourceError",
+    "TantivyKeywordIndex",
+    "TextParser",
     "TokenCounter",
     "VectorIndex",
     "build_chunker",

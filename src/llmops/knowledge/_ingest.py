@@ -529,6 +529,10 @@ class Ingestor:
         return ingest_lock(self._store, self._lock_path)
 
 
+# One lock per schema: deployments (and test runs) that share a database in separate schemas do not block each other.
+_LOCK_KEY = "hashtext(current_schema() || ':llmops-ingest')"
+
+
 class IngestBusyError(RuntimeError):
     """Another ingestion run (or rollback, or index catch-up) holds the ingest lock."""
 
@@ -549,7 +553,7 @@ def ingest_lock(store: Store, lock_path: Path, *, wait: bool = False) -> Iterato
         with store.engine.connect() as connection:
             postgres = connection.dialect.name == "postgresql"
             if postgres:
-                lock = "SELECT pg_advisory_lock(7710001)" if wait else "SELECT pg_try_advisory_lock(7710001)"
+                lock = f"SELECT {'pg_advisory_lock' if wait else 'pg_try_advisory_lock'}({_LOCK_KEY})"
                 got = connection.execute(text(lock)).scalar()
                 if not wait and not got:
                     raise IngestBusyError("another ingestion run is in progress on this database")
@@ -557,7 +561,7 @@ def ingest_lock(store: Store, lock_path: Path, *, wait: bool = False) -> Iterato
                 yield
             finally:
                 if postgres:
-                    connection.execute(text("SELECT pg_advisory_unlock(7710001)"))
+                    connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_KEY})"))
 
 
 def manifest(store: Store, snapshot_id: int) -> dict[str, str]:
