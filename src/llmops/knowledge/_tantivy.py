@@ -91,6 +91,7 @@ class TantivyKeywordIndex:
         builder.add_text_field("body", stored=True, tokenizer_name=_ANALYZER, index_option="freq")
         builder.add_json_field("meta", stored=True, tokenizer_name="raw", index_option="basic")
         builder.add_unsigned_field("key", fast=True)
+        builder.add_text_field("absent", stored=False, tokenizer_name="raw", index_option="basic")
         for field in self.range_fields:
             name = _RANGE_PREFIX + field
             if not tantivy.SchemaBuilder.is_valid_field_name(name):
@@ -117,6 +118,7 @@ class TantivyKeywordIndex:
         # Writes since the last commit, by id (None: deleted), so a patch finds a chunk its own batch just added.
         self._pending: dict[str, tuple[str, dict[str, MetadataValue]] | None] = {}
         self._closed = False
+        self._range_plans: dict[tuple[str, str, float], bool] = {}  # per commit: exclude the complement of a range?
 
     # Writes
 
@@ -165,6 +167,8 @@ class TantivyKeywordIndex:
             value = meta.get(field)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 document.add_float(_RANGE_PREFIX + field, float(value))
+            else:
+                document.add_text("absent", field)
         writer.delete_documents_by_term("id", chunk_id)
         writer.add_document(document)
         self._pending[chunk_id] = (text, meta)
@@ -208,12 +212,14 @@ class TantivyKeywordIndex:
                 self._writer.commit()
                 self._pending.clear()
             self._index.reload()
+            self._range_plans.clear()
             if self._writer is not None and self._ids.bloated(self._index.searcher().num_docs):
                 self._ids.compact(self._live_keys())
 
     def reload(self) -> None:
         self._check_open()
         self._index.reload()
+        self._range_plans.clear()
         self._ids.refresh()
 
     def _live_keys(self) -> set[int]:
@@ -310,6 +316,12 @@ class TantivyKeywordIndex:
         for condition in where.conditions if where else ():
             if condition.op == "$in" and not condition.value:
                 return None, []
+            if condition.op in _RANGE_OPERATORS:
+                if condition.field not in self.range_fields or isinstance(condition.value, str | bool | tuple):
+                    residual.append(condition)
+                else:
+                    clauses.extend(self._range(condition.field, condition.op, float(condition.value)))
+                continue
             clause = self._clause(condition)
             if clause is None:
                 residual.append(condition)
@@ -317,24 +329,27 @@ class TantivyKeywordIndex:
                 clauses.append(clause)
         return clauses, residual
 
+    def _range(self, field: str, op: str, bound: float) -> list[Clause]:
+        """A range on a range field, as itself (Must) or as the exclusion of its complement (MustNot), whichever matches
+        fewer chunks: the snapshot range on every query keeps ~all chunks, and excluding the few outside it is cheap
+        where intersecting with a range over every chunk is not. Chunks whose field is absent or not a number carry a
+        marker term, so the complement form is exact. The choice is counted once per condition and commit."""
+        name = _RANGE_PREFIX + field
+        direct = _range_query(self._schema, name, op, bound)
+        complement = _range_query(self._schema, name, _COMPLEMENT[op], bound)
+        absent = tantivy.Query.term_query(self._schema, "absent", field, index_option="basic")
+        key = (field, op, bound)
+        exclude = self._range_plans.get(key)
+        if exclude is None:
+            searcher = self._index.searcher()
+            outside = _count(searcher, complement) + _count(searcher, absent)
+            exclude = self._range_plans[key] = outside * 2 < int(searcher.num_docs)
+        if exclude:
+            return [(tantivy.Occur.MustNot, complement), (tantivy.Occur.MustNot, absent)]
+        return [(tantivy.Occur.Must, tantivy.Query.const_score_query(direct, 0.0))]
+
     def _clause(self, condition: Condition) -> Clause | None:
         field, op, value = condition.field, condition.op, condition.value
-        if op in _RANGE_OPERATORS:
-            if field not in self.range_fields or isinstance(value, str | bool | tuple):
-                return None
-            bound = float(value)
-            lower = bound if op in ("$gt", "$gte") else None
-            upper = bound if op in ("$lt", "$lte") else None
-            query = tantivy.Query.range_query(
-                self._schema,
-                _RANGE_PREFIX + field,
-                tantivy.FieldType.Float,
-                lower,
-                upper,
-                include_lower=op != "$gt",
-                include_upper=op != "$lt",
-            )
-            return tantivy.Occur.Must, tantivy.Query.const_score_query(query, 0.0)
         if "\\" in field:
             return None
         path = "meta." + field.replace(".", "\\.")
@@ -352,6 +367,28 @@ class TantivyKeywordIndex:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"the keyword index at {self.path or 'memory'} is closed")
+
+
+def _count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
+    result = searcher.search(query, 1, count=True)
+    return int(result.count)  # type: ignore[attr-defined]  # there at run time, missing from tantivy's stub
+
+
+_COMPLEMENT = {"$gt": "$lte", "$gte": "$lt", "$lt": "$gte", "$lte": "$gt"}
+
+
+def _range_query(schema: tantivy.Schema, name: str, op: str, bound: float) -> tantivy.Query:
+    lower = bound if op in ("$gt", "$gte") else None
+    upper = bound if op in ("$lt", "$lte") else None
+    return tantivy.Query.range_query(
+        schema,
+        name,
+        tantivy.FieldType.Float,
+        lower,
+        upper,
+        include_lower=op != "$gt",
+        include_upper=op != "$lt",
+    )
 
 
 class _IdLog:
