@@ -530,7 +530,7 @@ class Ingestor:
 
 
 # One lock per schema: deployments (and test runs) that share a database in separate schemas do not block each other.
-_LOCK_KEY = "hashtext(current_schema() || ':llmops-ingest')"
+_LOCK_KEY = "hashtext(current_schema() || '/llmops-ingest')"
 
 
 class IngestBusyError(RuntimeError):
