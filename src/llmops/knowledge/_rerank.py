@@ -8,7 +8,6 @@ answers the query and scores by the probability of "yes". Register more through 
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
+import numpy as np
 
 __all__ = ["HttpReranker", "LlamaReranker", "RerankError", "Reranker"]
 
@@ -125,16 +125,21 @@ class LlamaReranker:
         scores: list[float] = []
         with self._lock:
             llm = self._load()
+            yes = self._token_ids(llm, ("yes", "Yes", " yes", " Yes"))
+            no = self._token_ids(llm, ("no", "No", " no", " No"))
             for text in texts:
                 prompt = _PROMPT.format(query=query[:500], passage=text[: self._max_chars])
-                out = llm.create_completion(prompt, max_tokens=1, temperature=0.0, logprobs=20)
-                top: dict[str, float] = out["choices"][0]["logprobs"]["top_logprobs"][0]
-                yes = _best(top, ("yes", "Yes", " yes", " Yes"))
-                no = _best(top, ("no", "No", " no", " No"))
-                scores.append(yes - no)
+                tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)[: llm.n_ctx() - 1]
+                llm.reset()
+                llm.eval(tokens)
+                # The next-token logits after the prompt. llama-cpp-python keeps them in `scores` only with
+                # logits_all (which costs a row per prompt token), so read the context's output row directly.
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+                # log P(yes) - log P(no): the softmax normaliser cancels, so raw logits suffice.
+                scores.append(float(max(logits[i] for i in yes) - max(logits[i] for i in no)))
         return scores
 
-
-def _best(top: dict[str, float], tokens: Sequence[str]) -> float:
-    values = [top[t] for t in tokens if t in top]
-    return max(values) if values else math.log(1e-6)
+    @staticmethod
+    def _token_ids(llm: Any, words: Sequence[str]) -> list[int]:
+        ids = {llm.tokenize(word.encode(), add_bos=False, special=False)[0] for word in words}
+        return sorted(ids)
