@@ -6,6 +6,11 @@ index (cosine distance) scanned with pgvector 0.8's *iterative* index scans: pla
 candidates and only then applies the ``WHERE`` clause, so a filter that keeps 10% of the rows kept about 60% of the true
 neighbours here; an iterative scan keeps walking the graph until ``k`` rows pass the filter.
 
+Plans are chosen here, not left to PostgreSQL's planner: it guesses the selectivity of any jsonb condition as a
+constant, and with that guess it answered a 10%-equality filter by computing the distance of every matching row. The
+HNSW scan is the plan; a search takes an exact plan (a GIN or btree bitmap, then a sort) when a capped count shows that
+its equality filter keeps fewer than ``exact_below`` rows, and when the scan stops short of ``k`` rows.
+
 Metadata filters (`MetadataFilter`) compile to SQL with bound parameters only: field names and values never become
 SQL text. User fields live in one ``jsonb`` column and are compared with the types of `Condition.matches` (strings
 with strings by code point, numbers with numbers, booleans with booleans; a missing field matches only ``$ne``);
@@ -379,18 +384,56 @@ class _VectorLoader(Loader):
         return np.frombuffer(bytes(data), dtype=">f4", count=dimensions, offset=4).astype(np.float32)
 
 
+def _uses_gin(where: MetadataFilter) -> bool:
+    """Whether the filter has a condition the GIN index on the metadata can answer (equality or a set)."""
+    return any(c.op in ("$eq", "$in") and c.field not in SNAPSHOT_COLUMNS for c in where.conditions)
+
+
+# Exact plans: a bitmap (GIN or btree) or sequential scan, then a sort by distance; never the HNSW index scan.
+_EXACT_PLANS = (
+    "SELECT set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'on', true), "
+    "set_config('enable_seqscan', 'on', true)"
+)
+
+
+def _exact(
+    connection: psycopg.Connection[Any],
+    statement: sql.Composed,
+    arguments: list[Any],
+    gate: tuple[sql.Composed, list[Any], int] | None = None,
+) -> list[Any] | None:
+    """Run the search with exact plans only, or, given ``gate`` (a capped count, its parameters, the cap), only when
+    the count stays under the cap (None otherwise).
+
+    The settings are local to a transaction (a savepoint on the writer's) that is rolled back after the read; the
+    statements go out pipelined, in two or three round trips.
+    """
+    rows: list[Any] | None = None
+    with connection.pipeline(), connection.transaction() as transaction:
+        connection.execute(_EXACT_PLANS)
+        if gate is not None:
+            count = connection.execute(gate[0], gate[1]).fetchone()
+            if count is None or int(count[0]) >= gate[2]:
+                raise psycopg.Rollback(transaction)
+        rows = connection.execute(statement, arguments).fetchall()
+        raise psycopg.Rollback(transaction)
+    return rows
+
+
 class PgVectorIndex:
     """`VectorIndex` on PostgreSQL + pgvector: HNSW over cosine distance, filters inside the index scan.
 
     >>> index = PgVectorIndex("postgresql://app@db/llmops", "handbook", 384)  # doctest: +SKIP
-    >>> index.upsert(["c1"], vectors, [{"language": "en", "snapshot_from": 1}]); index.commit()  # doctest: +SKIP
+    >>> index.upsert(["c1"], vectors, [{"language": "en", "snapshot_from": 1}])  # doctest: +SKIP
+    >>> index.commit()  # doctest: +SKIP
     >>> index.search(query, 10, MetadataFilter.parse({"language": "en"}))  # doctest: +SKIP
 
     The table is ``llmops_vectors_<collection>``. ``ef_search`` is the HNSW candidate list size (recall against
     latency); ``iterative_scan`` should stay ``relaxed_order`` (results are re-sorted by exact distance here), ``off``
     exists to measure what it buys. ``max_scan_tuples`` bounds how far an iterative scan walks for a selective filter;
     when it stops short of ``k`` rows, the query is answered exactly (a scan of the rows that match the filter) unless
-    ``exact_fallback`` is off; `exact_fallbacks` counts those queries.
+    ``exact_fallback`` is off; `exact_fallbacks` counts those queries. A filter with an equality or set condition on
+    metadata that keeps fewer than ``exact_below`` rows is answered exactly from the GIN index (0 turns that off).
     """
 
     def __init__(
@@ -406,6 +449,7 @@ class PgVectorIndex:
         ef_construction: int = 64,
         pool_size: int = 4,
         exact_fallback: bool = True,
+        exact_below: int = 500,
     ) -> None:
         if not isinstance(dimensions, int) or not 1 <= dimensions <= 2000:
             raise ValueError(f"pgvector's HNSW index takes 1 to 2000 dimensions, got {dimensions!r}")
@@ -413,6 +457,7 @@ class PgVectorIndex:
             raise ValueError(f"iterative_scan is relaxed_order, strict_order or off, got {iterative_scan!r}")
         self.dimensions = dimensions
         self.exact_fallback = exact_fallback
+        self.exact_below = int(exact_below)
         self.exact_fallbacks = 0
         self.collection = validate_collection(collection)
         self.table = f"llmops_vectors_{collection}"
@@ -420,6 +465,11 @@ class PgVectorIndex:
             self._create(connection, int(m), int(ef_construction))
             self._vector_oid = self._check(connection)
         settings = {
+            # The HNSW scan is the plan unless a search asks for an exact one (see _exact): the planner's guess at
+            # a jsonb filter's selectivity is a constant, and with it it would pick exact plans for filters that
+            # keep a tenth of the table.
+            "enable_seqscan": "off",
+            "enable_bitmapscan": "off",
             "hnsw.ef_search": str(int(ef_search)),
             "hnsw.iterative_scan": iterative_scan,
             "hnsw.max_scan_tuples": str(int(max_scan_tuples)),
@@ -560,18 +610,33 @@ class PgVectorIndex:
         statement, params = self._search_sql(where)
         arguments = [vector, *params, int(k)]
         with self._table.read() as connection:
-            rows = connection.execute(statement, arguments).fetchall()
+            rows: list[Any] | None = None
+            if where is not None and self.exact_below > 0 and _uses_gin(where):
+                rows = _exact(connection, statement, arguments, self._gate(where, params))
+            if rows is None:
+                rows = connection.execute(statement, arguments).fetchall()
             if len(rows) < k and self.exact_fallback:
-                self.exact_fallbacks += 1
                 # The iterative scan stops after max_scan_tuples; answer exactly over the rows the filter keeps
                 # (a selective filter makes this cheap, and a table with fewer than k matches needs it anyway).
-                with connection.transaction() as transaction:
-                    connection.execute("SET LOCAL enable_indexscan = off")
-                    rows = connection.execute(statement, arguments).fetchall()
-                    raise psycopg.Rollback(transaction)  # the setting goes with the savepoint
+                self.exact_fallbacks += 1
+                rows = _exact(connection, statement, arguments)
+                assert rows is not None
         # relaxed_order may return rows slightly out of order; the distances themselves are exact.
         rows.sort(key=lambda row: (row[1], row[0]))
         return [(str(identifier), 1.0 - float(distance)) for identifier, distance in rows]
+
+    def _gate(self, where: MetadataFilter, params: list[Any]) -> tuple[sql.Composed, list[Any], int]:
+        """A count of the rows ``where`` keeps, capped at ``exact_below``: under the cap, exact search is cheaper.
+
+        PostgreSQL estimates every jsonb containment at 1% of the table whatever it really keeps, so it cannot tell a
+        0.01% equality filter (exact search from the GIN index: a few distances) from a 10% one (the HNSW scan: a
+        few hundred tuples instead of thousands of distances); the capped count, a GIN bitmap, can.
+        """
+        condition, _ = compile_filter(where)
+        count_sql = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} WHERE {} LIMIT %s) AS matching").format(
+            sql.Identifier(self.table), condition
+        )
+        return count_sql, [*params, self.exact_below], self.exact_below
 
     def explain(self, query: npt.NDArray[np.float32], k: int, where: MetadataFilter | None = None) -> str:
         """PostgreSQL's plan for `search` (EXPLAIN ANALYZE), to check that the HNSW index serves a filtered query."""
