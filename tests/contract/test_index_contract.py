@@ -210,6 +210,7 @@ def test_vector_patch_metadata(vector_backend: Backend) -> None:
         {"lang": "en", "snapshot_from": 1, "snapshot_until": LIVE} for _ in range(20)
     ]
     index.upsert([f"c{i}" for i in range(20)], matrix, metadata)
+    assert len(index.search(matrix[0], 20, snapshot_filter(5))) == 20  # (a cached answer must not outlive a write)
     index.patch_metadata(["c1", "c2", "unknown"], {"snapshot_until": 5, "reviewed": True})
     closed = {c for c, _ in index.search(matrix[0], 20, MetadataFilter.parse({"snapshot_until": {"$lte": 5}}))}
     assert closed == {"c1", "c2"}
@@ -588,3 +589,22 @@ def test_keyword_churn_keeps_ids_right(keyword_backend: Backend) -> None:
         found = reader.search("word7", 100)
         assert sorted(c for c, _ in found) == sorted(f"g5-{i}" for i in range(7, 600, 50))
         assert reader.search("generation4", 10) == []
+
+
+def test_keyword_broad_filter_whose_best_hits_all_fail(keyword_backend: Backend) -> None:
+    """A range keeping 60% of the chunks, where the 40% it drops hold every best-scoring hit: still k results."""
+    index: KeywordIndex = keyword_backend.open()
+    n = 2000
+    dropped = [i % 5 < 2 for i in range(n)]
+    texts = [
+        "shared shared shared short" if drop else f"shared and a longer text number {i}"
+        for i, drop in enumerate(dropped)
+    ]
+    metadata: list[dict[str, MetadataValue]] = [{"page": 1 if drop else 10} for drop in dropped]
+    index.upsert([f"c{i}" for i in range(n)], texts, metadata)
+    index.commit()
+    found = index.search("shared", 10, MetadataFilter.parse({"page": {"$gte": 5}}))
+    assert len(found) == 10
+    assert not any(dropped[int(c[1:])] for c, _ in found)
+    unfiltered = index.search("shared", 10)
+    assert all(dropped[int(c[1:])] for c, _ in unfiltered)

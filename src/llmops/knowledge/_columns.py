@@ -109,17 +109,6 @@ class _Column:
         else:
             self.kind[row], self.number[row], self.code[row] = _NUMBER, float(value), -1
 
-    def get(self, row: int) -> MetadataValue | None:
-        kind = int(self.kind[row])
-        if kind == _BOOL:
-            return bool(self.number[row])
-        if kind == _STRING:
-            return self.strings[int(self.code[row])]
-        if kind == _NUMBER:
-            number = float(self.number[row])
-            return int(number) if number.is_integer() and abs(number) < 2**53 else number
-        return None
-
     def equal(self, value: MetadataValue) -> BoolArray:
         rows: BoolArray
         if isinstance(value, bool):
@@ -235,10 +224,6 @@ class MetadataColumns:
             column.set(row, None)
         self.live[row] = False
         self._changed()
-
-    def row(self, row: int) -> dict[str, MetadataValue]:
-        values = {field: column.get(row) for field, column in self._columns.items()}
-        return {field: value for field, value in values.items() if value is not None}
 
     def mask(self, where: MetadataFilter) -> Mask:
         """The live rows ``where`` keeps (cached until the next write)."""
