@@ -16,25 +16,21 @@ the cluster needs llmops installed at the driver's version (or pass ``runtime_en
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmops.knowledge._chunking_config import ChunkingConfig, build_chunker
+from llmops.knowledge._chunking_config import ChunkingConfig
 from llmops.knowledge._embedder import Embedder, MiniLMEmbedder
 from llmops.knowledge._ingest import WorkItem
 from llmops.knowledge._parsers import ParseError, Parser, default_parsers
-from llmops.knowledge._processing import ProcessedDocument, process_document
+from llmops.knowledge._pool import DocumentWorker, EmbedderFactory, ParsersFactory, WorkerResult, batches
+from llmops.knowledge._processing import ProcessedDocument
 
 if TYPE_CHECKING:
     from llmops.knowledge._base import KnowledgeBase
 
 __all__ = ["RayProcessor", "RayUnavailableError", "ray_processor_from_settings"]
-
-EmbedderFactory = Callable[[], Embedder]
-ParsersFactory = Callable[[], Iterable[Parser]]
-_Result = tuple[int, ProcessedDocument | ParseError]
 
 
 class RayUnavailableError(ImportError):
@@ -49,28 +45,6 @@ def _import_ray() -> Any:
             "distributed ingestion needs Ray, which is not installed: pip install 'llmops[ray]'"
         ) from exc
     return ray
-
-
-class _Worker:
-    """Runs on a Ray worker: one embedding model, chunker and parser set for the actor's lifetime."""
-
-    def __init__(self, chunking_json: str, embedder_factory: EmbedderFactory, parsers_factory: ParsersFactory) -> None:
-        self._embedder = embedder_factory()
-        self._chunker = build_chunker(ChunkingConfig.from_json(chunking_json), self._embedder)
-        self._parsers = {suffix: parser for parser in parsers_factory() for suffix in parser.suffixes}
-
-    def model(self) -> str:
-        """The embedding model's name: the driver checks it is the one its index records."""
-        return self._embedder.name
-
-    def process(self, batch: list[tuple[int, Path, bytes]]) -> list[_Result]:
-        results: list[_Result] = []
-        for index, name, data in batch:
-            try:
-                results.append((index, process_document(name, data, self._parsers, self._chunker, self._embedder)))
-            except ParseError as exc:  # this document's failure, reported by name; anything else fails the run
-                results.append((index, exc))
-        return results
 
 
 class RayProcessor:
@@ -136,7 +110,7 @@ class RayProcessor:
             self._connected_here = True
         count = self._workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         # A crashed worker (lost node, out of memory) is restarted and its batch retried: processing is idempotent.
-        actor_class = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(_Worker)
+        actor_class = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(DocumentWorker)
         config = self.chunking.canonical_json()
         actors = [actor_class.remote(config, self._embedder_factory, self._parsers_factory) for _ in range(count)]
         try:
@@ -185,11 +159,11 @@ class RayProcessor:
             return
         self.start()
         ray = self._ray
-        batches = self._batches(items)
+        pending = batches(items, self._batch_size, self._batch_bytes)
         running: dict[Any, Any] = {}  # object ref -> the actor computing it
 
         def submit(actor: Any) -> None:
-            batch = next(batches, None)
+            batch = next(pending, None)
             if batch is not None:
                 running[actor.process.remote([(i, items[i].name, items[i].data) for i in batch])] = actor
 
@@ -199,22 +173,12 @@ class RayProcessor:
         while running:
             (ready,), _ = ray.wait(list(running), num_returns=1)
             actor = running.pop(ready)
-            results: list[_Result] = ray.get(ready)  # a worker's unexpected error fails the run, as it would locally
+            results: list[WorkerResult] = ray.get(
+                ready
+            )  # a worker's unexpected error fails the run, as it would locally
             submit(actor)  # keep the actor busy while the driver writes these results
             for index, result in results:
                 yield items[index], result
-
-    def _batches(self, items: Sequence[WorkItem]) -> Iterator[list[int]]:
-        batch: list[int] = []
-        size = 0
-        for index, item in enumerate(items):
-            if batch and (len(batch) >= self._batch_size or size + len(item.data) > self._batch_bytes):
-                yield batch
-                batch, size = [], 0
-            batch.append(index)
-            size += len(item.data)
-        if batch:
-            yield batch
 
 
 class _PlatformLike(Protocol):
