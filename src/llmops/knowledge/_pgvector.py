@@ -449,7 +449,7 @@ class PgVectorIndex:
         ef_construction: int = 64,
         pool_size: int = 4,
         exact_fallback: bool = True,
-        exact_below: int = 500,
+        exact_below: int = 2000,
     ) -> None:
         if not isinstance(dimensions, int) or not 1 <= dimensions <= 2000:
             raise ValueError(f"pgvector's HNSW index takes 1 to 2000 dimensions, got {dimensions!r}")
@@ -629,8 +629,10 @@ class PgVectorIndex:
         """A count of the rows ``where`` keeps, capped at ``exact_below``: under the cap, exact search is cheaper.
 
         PostgreSQL estimates every jsonb containment at 1% of the table whatever it really keeps, so it cannot tell a
-        0.01% equality filter (exact search from the GIN index: a few distances) from a 10% one (the HNSW scan: a
-        few hundred tuples instead of thousands of distances); the capped count, a GIN bitmap, can.
+        tiny equality filter (exact search from the GIN index: a few distances) from a 10% one (the HNSW scan); the
+        capped count, a GIN bitmap, can. Measured at 100k x 384: a 1% filter (1,000 rows) took 22 ms p50 at recall
+        0.89 through the iterative scan and 11 ms at recall 1.0 exactly; a 10% filter 15 ms at recall 0.99 through
+        the scan, where the exact plan computes 10,000 distances.
         """
         condition, _ = compile_filter(where)
         count_sql = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} WHERE {} LIMIT %s) AS matching").format(
