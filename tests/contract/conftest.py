@@ -8,6 +8,7 @@ module), so a factory must work from a fresh interpreter given only its location
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -75,10 +76,9 @@ class Backend:
 
     def close_all(self) -> None:
         for index in self._opened:
-            try:
+            # A test may have closed it already; teardown must reach every instance.
+            with contextlib.suppress(Exception):
                 index.close()
-            except Exception:  # a test may have closed it already; teardown must reach every instance
-                pass
 
 
 @pytest.fixture(params=sorted(VECTOR_FACTORIES))
