@@ -9,8 +9,10 @@ then runs the same `process_document` as the local run, so the chunks and vector
 >>> with RayProcessor("ray://head:10001", ChunkingConfig()) as processor:     # doctest: +SKIP
 ...     report = kb.ingest("/data/corpus", processor=processor)
 
-Ray is an optional dependency (``pip install 'llmops[ray]'``), imported only when a processor connects. Every node of
-the cluster needs llmops installed at the driver's version (or pass ``runtime_env`` to ship it).
+The address is what ``ray.init`` takes: ``ray://HOST:10001`` (Ray Client, from any machine that reaches the head),
+``HOST:6379`` or ``auto`` (from a machine that is itself a node of the cluster). Ray is an optional dependency
+(``pip install 'llmops[ray]'``, with the client), imported only when a processor connects. Every node of the cluster
+needs llmops installed at the driver's version (or pass ``runtime_env`` to ship it).
 """
 
 from __future__ import annotations
