@@ -149,4 +149,4 @@ def test_traces_command_shows_the_spans(server: RunningServer) -> None:
 def test_cli_errors_are_clear(server: RunningServer, command: list[str]) -> None:
     result = subprocess.run([LLMOPS, *command], env=clean_env(server.data_dir), capture_output=True, text=True)
     assert result.returncode != 0
-    assert "nothing to ingest" in result.stderr or "no trace for" in result.stderr
+    assert "no such file or folder: /no/such/folder" in result.stderr or "no trace for" in result.stderr
