@@ -25,16 +25,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import psycopg
 
 from llmops.knowledge._filters import MetadataFilter, MetadataValue
 from llmops.knowledge._index import ExactVectorIndex
 from llmops.knowledge._pgfts import PgKeywordIndex
 from llmops.knowledge._pgvector import PgVectorIndex, postgres_conninfo
+from llmops.knowledge._retrieval import snapshot_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from retrieval import DIM, SNAPSHOT, Vectors, clustered, corpus, keyword_queries, pct, recall, timed
+from retrieval import DIM, SNAPSHOT, Vectors, pct, recall, timed, workload
 
 
 def relation_mb(url: str, table: str) -> tuple[float, float]:
@@ -62,15 +62,12 @@ def search_texts(
 def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     k, nq = args.k, args.queries
     started = time.perf_counter()
-    ids, texts, metadata = corpus(args.chunks)
+    data = workload(args.chunks, nq)
+    ids, texts, metadata = data.ids, data.texts, data.metadata
+    vectors, query_vectors, text_queries = data.vectors, data.query_vectors, data.text_queries
     n = len(ids)
-    rng = np.random.default_rng(11)
-    centers = rng.standard_normal((200, DIM)).astype(np.float32)
-    vectors = clustered(rng, n, centers)
-    query_vectors = clustered(np.random.default_rng(12), nq, centers)
-    text_queries = keyword_queries(texts, nq)
     print(f"corpus: {n:,} chunks ({time.perf_counter() - started:.1f} s); {nq} queries, k={k}")
-    scope = MetadataFilter.parse({"snapshot_from": {"$lte": SNAPSHOT}, "snapshot_until": {"$gt": SNAPSHOT}})
+    scope = snapshot_filter(SNAPSHOT)
     filters = {
         "scope": scope,
         "10%": MetadataFilter.parse({"kind": "kind-3"}).and_(scope),

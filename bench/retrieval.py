@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import numpy.typing as npt
 from llmops.knowledge._filters import MetadataFilter, MetadataValue
 from llmops.knowledge._hnsw import HnswVectorIndex
 from llmops.knowledge._index import ExactVectorIndex
+from llmops.knowledge._retrieval import snapshot_filter
 from llmops.knowledge._tantivy import TantivyKeywordIndex
 
 LIVE = 2**31 - 1
@@ -148,6 +150,32 @@ def clustered(rng: np.random.Generator, n: int, centers: Vectors) -> Vectors:
     return out
 
 
+@dataclass(frozen=True)
+class Workload:
+    """The corpus both retrieval benchmarks search: real texts, clustered vectors, and their queries."""
+
+    ids: list[str]
+    texts: list[str]
+    metadata: list[dict[str, MetadataValue]]
+    vectors: Vectors
+    query_vectors: Vectors
+    text_queries: list[str]
+
+
+def workload(chunks: int, queries: int) -> Workload:
+    ids, texts, metadata = corpus(chunks)
+    rng = np.random.default_rng(11)
+    centers = rng.standard_normal((200, DIM)).astype(np.float32)
+    return Workload(
+        ids,
+        texts,
+        metadata,
+        clustered(rng, len(ids), centers),
+        clustered(np.random.default_rng(12), queries, centers),
+        keyword_queries(texts, queries),
+    )
+
+
 def keyword_queries(texts: Sequence[str], n: int, seed: int = 3) -> list[str]:
     rng = random.Random(seed)
     queries: list[str] = []
@@ -231,19 +259,16 @@ def main() -> None:
     rows: list[tuple[str, str, str, str, str]] = []
     try:
         started = time.perf_counter()
-        ids, texts, metadata = corpus(args.chunks)
+        data = workload(args.chunks, nq)
+        ids, texts, metadata = data.ids, data.texts, data.metadata
+        vectors, query_vectors, text_queries = data.vectors, data.query_vectors, data.text_queries
         n = len(ids)
-        rng = np.random.default_rng(11)
-        centers = rng.standard_normal((200, DIM)).astype(np.float32)
-        vectors = clustered(rng, n, centers)
-        query_vectors = clustered(np.random.default_rng(12), nq, centers)
-        text_queries = keyword_queries(texts, nq)
         print(
             f"corpus: {n:,} chunks, {sum(map(len, texts)) / 1e6:.1f} M characters, "
             f"{len({m['document_id'] for m in metadata}):,} documents ({time.perf_counter() - started:.1f} s); "
             f"{nq} queries, k={k}, hybrid candidates={args.candidates}"
         )
-        scope = MetadataFilter.parse({"snapshot_from": {"$lte": SNAPSHOT}, "snapshot_until": {"$gt": SNAPSHOT}})
+        scope = snapshot_filter(SNAPSHOT)
         in_scope = sum(scope.matches(m) for m in metadata) / n
         one_percent = MetadataFilter.parse({"team": "team-7"}).and_(scope)
         ten_percent = MetadataFilter.parse({"kind": "kind-3"}).and_(scope)
