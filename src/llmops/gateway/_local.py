@@ -4,6 +4,10 @@ The default is SmolLM2-135M-Instruct (Q4_1, Apache-2.0), which ships inside the 
 answers offline with no download. Generation runs on a worker thread and hands tokens to the event loop one by one;
 one generation runs at a time per model (llama.cpp contexts are not thread-safe): requests queue on the provider's
 own single worker thread, so waiting generations never occupy the event loop's shared thread pool.
+
+A request's ``response_format`` (OpenAI's ``{"type": "json_schema", "json_schema": {"schema": ...}}`` or
+``{"type": "json_object"}``) constrains generation with a llama.cpp grammar, so even the 135M model writes JSON that
+parses and fits the schema (unless ``max_tokens`` cuts it short).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import importlib.util
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -49,6 +54,7 @@ class LocalLlamaProvider:
         self._llama: Any = None
         self._load_lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmops-llama")
+        self._grammars: dict[str, Any] = {}  # schema (canonical JSON) -> LlamaGrammar; touched by the worker only
 
     @property
     def llama(self) -> Any:
@@ -160,12 +166,19 @@ class LocalLlamaProvider:
         # which changes the floating-point sums enough to flip a small model's greedy choice. The same request must
         # get the same answer; the prefix saved would be a few dozen tokens.
         llama.reset()
+        grammar = self._grammar(request.response_format)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(request.stop)
         produced = 0
         reason = "length"
         for token in llama.generate(
-            tokens, temp=request.temperature, top_p=request.top_p, top_k=40, repeat_penalty=1.0, reset=False
+            tokens,
+            temp=request.temperature,
+            top_p=request.top_p,
+            top_k=40,
+            repeat_penalty=1.0,
+            reset=False,
+            grammar=grammar,
         ):
             if cancelled.is_set():
                 return
@@ -186,6 +199,52 @@ class LocalLlamaProvider:
             yield TextDelta(tail)
         usage = Usage(len(tokens), produced)
         yield Finish(reason=reason, usage=usage, response_model=self.model_path.stem, queue_ms=queued_ms)
+
+    def _grammar(self, response_format: dict[str, Any] | None) -> Any:
+        """The llama.cpp grammar for ``response_format`` (None for free text), compiled once per distinct schema."""
+        if not response_format or response_format.get("type") == "text":
+            return None
+        kind = response_format.get("type")
+        if kind == "json_object":
+            schema: Any = None
+        elif kind == "json_schema":
+            schema = (response_format.get("json_schema") or {}).get("schema")
+            if not isinstance(schema, dict):
+                raise ProviderError("response_format json_schema needs a 'schema' object", status=400)
+        else:
+            raise ProviderError(
+                f"unsupported response_format type {kind!r}: use json_schema or json_object", status=400
+            )
+        key = json.dumps(schema, sort_keys=True)
+        grammar = self._grammars.get(key)
+        if grammar is None:
+            grammar = self._compile_grammar(schema)
+            if len(self._grammars) >= 256:  # schemas are few; a caller inventing one per request must not grow this
+                self._grammars.clear()
+            self._grammars[key] = grammar
+        return grammar
+
+    def _compile_grammar(self, schema: dict[str, Any] | None) -> Any:
+        import llama_cpp
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if schema is None:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        try:
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        except Exception as exc:  # the converter raises whatever it trips on (KeyError, ValueError, re.error, ...)
+            raise ProviderError(
+                f"llama.cpp cannot turn this JSON schema into a grammar: {type(exc).__name__}: {exc}", status=400
+            ) from exc
+        # llama.cpp returns no sampler for a grammar it cannot parse, and generating with none crashes the process:
+        # try the grammar here, where a refusal is an error the caller can read.
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            self.llama._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+        )
+        if not sampler:
+            raise ProviderError("llama.cpp cannot use the grammar made from this JSON schema", status=400)
+        llama_cpp.llama_sampler_free(sampler)
+        return grammar
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._worker, self._unload)
