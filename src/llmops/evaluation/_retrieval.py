@@ -25,6 +25,7 @@ __all__ = [
     "RetrievalReport",
     "evaluate_retrieval",
     "load_query_set",
+    "passages_found",
 ]
 
 _SPACES = re.compile(r"\s+")
@@ -153,15 +154,30 @@ def evaluate_retrieval(
     )
 
 
-def _score(relevant: Sequence[RelevantPassage], hits: Sequence[Any], k: int) -> tuple[float, float, float]:
+def passages_found(relevant: Sequence[RelevantPassage], hits: Sequence[Any]) -> list[int]:
+    """How many relevant passages each hit (objects with ``source`` and ``text``, best first) finds for the first time.
+
+    The rule every retrieval metric shares: a passage counts once, at the first hit that holds it; a hit holding a
+    passage already found adds nothing. One hit can find several passages (a chunk that spans two labelled snippets).
+
+    Example:
+        >>> relevant = [RelevantPassage("pto.md", "15 days"), RelevantPassage("pto.md", "carry over")]
+        >>> hits = [_Hit("hr/pto.md", "Staff get 15 days."), _Hit("pto.md", "15 days again"), _Hit("x.md", "")]
+        >>> passages_found(relevant, hits)
+        [1, 0, 0]
+    """
     found: set[int] = set()
-    first_rank = 0
-    dcg = 0.0
-    for rank, hit in enumerate(hits, 1):
+    counts: list[int] = []
+    for hit in hits:
         new = [i for i, passage in enumerate(relevant) if i not in found and passage.matches(hit.source, hit.text)]
-        if new:
-            found.update(new)
-            dcg += 1.0 / math.log2(rank + 1)
-            first_rank = first_rank or rank
+        found.update(new)
+        counts.append(len(new))
+    return counts
+
+
+def _score(relevant: Sequence[RelevantPassage], hits: Sequence[Any], k: int) -> tuple[float, float, float]:
+    counts = passages_found(relevant, hits)
+    first_rank = next((rank for rank, count in enumerate(counts, 1) if count), 0)
+    dcg = sum(1.0 / math.log2(rank + 1) for rank, count in enumerate(counts, 1) if count)
     ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(k, len(relevant)) + 1))
-    return len(found) / len(relevant), (1.0 / first_rank if first_rank else 0.0), (dcg / ideal if ideal else 0.0)
+    return sum(counts) / len(relevant), (1.0 / first_rank if first_rank else 0.0), (dcg / ideal if ideal else 0.0)
