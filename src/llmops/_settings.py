@@ -135,6 +135,7 @@ class RagConfig(BaseModel):
     model: str = "smollm2-135m-instruct"
     prompt: str = "rag-default"
     prompt_label: str = "production"
+    prompt_version: int | None = Field(default=None, ge=1, description="pin a version instead of following the label")
     environment: str | None = Field(default=None, description="whose labels to follow; the platform's by default")
     top_k: int = Field(default=4, ge=1, le=50)
     # On the sample handbook with MiniLM, 100 real questions scored 0.25 to 0.81 against their best chunk and ten
@@ -151,6 +152,10 @@ class RagConfig(BaseModel):
     context_token_budget: int = Field(default=320, ge=32)
     max_answer_tokens: int = Field(default=120, ge=1)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    guardrail_policy: str | None = Field(
+        default=None, description="override the route's policy: a name, name@version, or none (unguarded)"
+    )
+    online_eval_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="share of requests scored online")
 
 
 class RerankerConfig(BaseModel):
@@ -206,6 +211,23 @@ class GuardrailSettings(BaseModel):
         return None if name == "none" else name
 
 
+class EvaluationSettings(BaseModel):
+    """Offline experiments and online scoring (``RagConfig.online_eval_rate`` sets each app's sample rate)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    online_metrics: list[str] = Field(
+        default_factory=lambda: ["faithfulness", "answer_relevance"],
+        description="non-LLM metrics run on sampled production answers",
+    )
+    judge_model: str | None = Field(default=None, description="the judge metrics' model; the first chat model if unset")
+    trace_content: bool = Field(
+        default=True,
+        description="store questions (after the input rails' redaction) and answers on traces: datasets and "
+        "online evaluation read them",
+    )
+
+
 def _default_models() -> list[ModelConfig]:
     return [
         ModelConfig(name="smollm2-135m-instruct", provider="local", model="SmolLM2-135M-Instruct.Q4_1"),
@@ -247,6 +269,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     rag_apps: list[RagConfig] = Field(default_factory=lambda: [RagConfig()])
 
     @classmethod

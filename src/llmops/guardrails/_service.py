@@ -16,6 +16,7 @@ from llmops.guardrails._engine import GuardrailEngine
 from llmops.guardrails._findings import Detector
 from llmops.guardrails._policy import GuardrailPolicy
 from llmops.guardrails._rails import RailModels
+from llmops.guardrails._redaction import redact
 from llmops.knowledge import Embedder
 
 __all__ = ["Guardrails", "PolicySource"]
@@ -34,6 +35,10 @@ class PolicySource(Protocol):
 
     def get(self, name: str, *, label: str = "production", environment: str | None = None) -> _Versioned:
         """The version ``label`` points at, cached."""
+        ...
+
+    def get_version(self, name: str, version: int) -> _Versioned:
+        """One exact version."""
         ...
 
 
@@ -56,18 +61,36 @@ class Guardrails:
         self._engines: dict[tuple[str, int], GuardrailEngine] = {}
         self._lock = threading.Lock()
 
+    def scrub(self, text: str) -> str:
+        """``text`` with personal data replaced by typed placeholders (``<EMAIL_ADDRESS>``), whatever the route's
+        policy: what the platform stores (questions and answers on traces) is scrubbed, what it answers is not."""
+        detector = self.models.pii(None, False, 0.5)
+        findings = detector.detect(text)
+        return redact(text, findings) if findings else text
+
     def register_detector(self, detector: Detector) -> None:
         """Make ``detector`` available to policies as ``{rail: custom, detector: <its name>}``."""
         with self._lock:
             self.models.detectors[detector.name] = detector
             self._engines = {key: e for key, e in self._engines.items() if not _uses_custom(e.policy)}
 
-    def engine(self, route: str) -> GuardrailEngine | None:
-        """The engine for ``route``'s policy at its label, or None when the route is bound to ``none``."""
-        name = self.settings.policy_for(route)
-        if name is None:
+    def engine(self, route: str, *, policy: str | None = None) -> GuardrailEngine | None:
+        """The engine for ``route``'s policy at its label, or None when the route is bound to ``none``.
+
+        ``policy`` overrides the route's binding: a policy name (at the label), ``name@version`` (that exact
+        version, as an evaluation pins it), or ``none``.
+        """
+        name = policy if policy is not None else self.settings.policy_for(route)
+        if name is None or name == "none":
             return None
-        found = self._policies.get(name, label=self.settings.label, environment=self._environment)
+        found: _Versioned
+        if "@" in name:
+            name, _, number = name.partition("@")
+            if not number.isdigit():
+                raise ValueError(f"guardrail policy {policy!r}: the version after '@' must be a number")
+            found = self._policies.get_version(name, int(number))
+        else:
+            found = self._policies.get(name, label=self.settings.label, environment=self._environment)
         key = (name, found.version)
         engine = self._engines.get(key)
         if engine is None:

@@ -6,6 +6,7 @@ are caught up from it after every run and on start, so the two never disagree fo
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,7 +36,7 @@ from llmops.knowledge._retrieval import ChunkCatalog, Fusion, RetrievalMode, Ret
 from llmops.knowledge._snapshots import IndexSync, SnapshotError, Snapshots
 from llmops.knowledge._sources import SourceRegistry
 from llmops.knowledge._store_cache import StoreEmbeddingCache
-from llmops.knowledge._tables import ChunkingConfigRow, ChunkRow, IndexSnapshotRow
+from llmops.knowledge._tables import LIVE, ChunkingConfigRow, ChunkRow, IndexSnapshotRow
 from llmops.store import Store
 
 __all__ = ["EmbeddingModelMismatchError", "KnowledgeBase"]
@@ -248,6 +249,19 @@ class KnowledgeBase:
                 f"index snapshot {snapshot_id} was embedded with {model}; queries here are embedded with "
                 f"{self.embedder.name}. Re-ingest to re-embed with {self.embedder.name}, or configure {model}."
             )
+
+    def sample_chunks(self, count: int, *, seed: int = 0, min_tokens: int = 30) -> list[RetrievedChunk]:
+        """Up to ``count`` chunks of the newest snapshot, drawn at random (reproducibly, by ``seed``), skipping
+        fragments shorter than ``min_tokens`` (what synthetic question generation works from)."""
+        with self._store.session() as session:
+            ids = sorted(
+                session.scalars(
+                    select(ChunkRow.id).where(ChunkRow.snapshot_until == LIVE, ChunkRow.token_count >= min_tokens)
+                )
+            )
+        chosen = random.Random(seed).sample(ids, min(count, len(ids)))
+        found = self._load_chunks(chosen)
+        return [found[i] for i in chosen if i in found]
 
     def _load_chunks(self, ids: Sequence[str]) -> dict[str, RetrievedChunk]:
         found: dict[str, RetrievedChunk] = {}

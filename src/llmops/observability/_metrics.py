@@ -24,6 +24,7 @@ __all__ = ["MetricsSpanProcessor", "PlatformMetrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _RATE_BUCKETS = (1, 5, 10, 25, 50, 75, 100, 150, 250, 500, 1000)
+_SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 # name -> (help, label names, histogram buckets or None for a counter)
 _METRICS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
@@ -53,6 +54,7 @@ _METRICS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
         None,
     ),
     "llmops_guardrail_seconds": ("Time a rail took", ("rail",), _LATENCY_BUCKETS),
+    "llmops_online_eval_score": ("Online evaluation scores of sampled answers", ("app", "metric"), _SCORE_BUCKETS),
 }
 
 
@@ -91,6 +93,10 @@ class PlatformMetrics(Collector):
             if histogram is None:
                 histogram = self._histograms[key] = _Histogram(_METRICS[name][2] or ())
             histogram.observe(value)
+
+    def observe_online_score(self, app: str, metric: str, value: float) -> None:
+        """An online evaluation score of a sampled answer (see ``llmops.evaluation.OnlineEvaluator``)."""
+        self.observe("llmops_online_eval_score", (app, metric), value)
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:

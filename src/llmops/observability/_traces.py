@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -67,6 +69,53 @@ class TraceReader:
                 }
             )
         return {**summary, "spans": out_spans}
+
+    def select_answers(
+        self,
+        *,
+        app: str | None = None,
+        max_grounding: float | None = None,
+        topic: str | None = None,
+        since: datetime | None = None,
+        request_ids: Collection[str] | None = None,
+        limit: int = 200,
+        scan: int = 20_000,
+    ) -> list[dict[str, Any]]:
+        """Recent RAG requests whose trace holds the question and answer, newest first, filtered by app, grounding
+        score below ``max_grounding``, every word of ``topic`` in the question, and/or request ids. At most ``scan``
+        recent traces are examined (the filters read the root span's attributes)."""
+        self._journal.flush()
+        words = [w for w in (topic or "").lower().split() if w]
+        query = (
+            select(TraceRow.request_id, TraceRow.trace_id, TraceRow.created_at, SpanRow.attributes)
+            .join(SpanRow, SpanRow.trace_id == TraceRow.trace_id)
+            .where(SpanRow.parent_span_id.is_(None), TraceRow.name.startswith("rag "))
+            .order_by(TraceRow.created_at.desc())
+            .limit(scan)
+        )
+        if since is not None:
+            query = query.where(TraceRow.created_at >= since)
+        if request_ids is not None:
+            query = query.where(TraceRow.request_id.in_(list(request_ids)))
+        found: list[dict[str, Any]] = []
+        with self._store.session() as session:
+            for request_id, trace_id, created_at, attributes in session.execute(query):
+                question = attributes.get("llmops.rag.question")
+                if not isinstance(question, str) or "llmops.rag.answer" not in attributes:
+                    continue
+                if app is not None and attributes.get("llmops.rag.app") != app:
+                    continue
+                grounding = attributes.get("llmops.guardrails.grounding_score")
+                if max_grounding is not None and not (isinstance(grounding, int | float) and grounding < max_grounding):
+                    continue
+                if words and not all(w in question.lower() for w in words):
+                    continue
+                found.append(
+                    {"request_id": request_id, "trace_id": trace_id, "created_at": created_at, "attributes": attributes}
+                )
+                if len(found) >= limit:
+                    break
+        return found
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         self._journal.flush()

@@ -10,7 +10,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -26,7 +26,7 @@ from llmops.knowledge import KnowledgeBase, RetrievedChunk
 from llmops.prompts import Experiment, PromptRegistry, PromptVersion
 from llmops.rag._guarding import GuardrailStop, record_check
 
-__all__ = ["ABSTAIN_ANSWER", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
+__all__ = ["ABSTAIN_ANSWER", "AnswerHook", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
 
 ABSTAIN_ANSWER = "I don't know. None of the documents I can search covers this question."
 _REASK = "Your previous answer was not accepted: {problem}. Answer again with only the corrected answer."
@@ -67,9 +67,13 @@ class RagAnswer:
     stages_ms: dict[str, float] = field(default_factory=dict)
     guardrail: GuardrailStop | None = None  # the rail that blocked or replaced the answer
     grounding_score: float | None = None
+    # Every chunk retrieval returned, best first (citations are the ones that fit the context). For evaluation
+    # and online scoring; not part of the API response.
+    retrieved: list[RetrievedChunk] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["retrieved"]
         data["guardrail"] = self.guardrail.to_dict() if self.guardrail else None
         data["usage"] = (
             {
@@ -100,13 +104,20 @@ class RagPipeline:
         gateway: Gateway,
         guardrails: Guardrails,
         tracer: trace.Tracer,
+        record_content: bool = True,
+        on_answer: AnswerHook | None = None,
     ) -> None:
+        """``record_content`` stores the question (as the model saw it, after the input rails' redaction) and the
+        model's answer (before pseudonyms are restored) on the request's trace; ``on_answer`` is called with every
+        finished answer and the question, after its trace is written (online evaluation samples from it)."""
         self.config = config
         self._knowledge = knowledge
         self._prompts = prompts
         self._gateway = gateway
         self._guardrails = guardrails
         self._tracer = tracer
+        self._record_content = record_content
+        self._on_answer = on_answer
 
     async def ask(self, question: str, *, request_id: str | None = None, user: str | None = None) -> RagAnswer:
         answer: RagAnswer | None = None
@@ -151,6 +162,8 @@ class RagPipeline:
             if variant.experiment is not None:
                 await self._record_outcomes(variant, request_id, answer, started)
         assert answer is not None
+        if self._on_answer is not None:
+            self._on_answer(answer, variant.question, variant.model_answer)
         yield answer
 
     async def _record_outcomes(
@@ -175,6 +188,8 @@ class RagPipeline:
     def _prompt(self, variant: _Variant) -> PromptVersion:
         """The labelled version, or the variant an experiment on that label assigns to this caller."""
         config = self.config
+        if config.prompt_version is not None:
+            return self._prompts.get_version(config.prompt, config.prompt_version)
         env = config.environment or self._prompts.default_environment
         experiment = self._prompts.experiments.active(config.prompt, env, config.prompt_label)
         if experiment is None:
@@ -195,7 +210,7 @@ class RagPipeline:
         started = time.perf_counter()
         ctx = trace.set_span_in_context(root)
         stages: dict[str, float] = {}
-        engine = self._guardrails.engine(config.name)
+        engine = self._guardrails.engine(config.name, policy=config.guardrail_policy)
         with self._stage("guardrails.input", ctx, stages) as span:
             checked = None
             if engine is not None and engine.has("input"):
@@ -207,33 +222,10 @@ class RagPipeline:
                     yield event
                 return
             question, pseudonymizer = checked.text, checked.pseudonymizer
+        variant.question = question
+        self._record_text(root, "llmops.rag.question", question)
 
-        with self._stage("retrieve", ctx, stages) as span:
-            snapshot = config.index_snapshot if config.index_snapshot is not None else self._knowledge.served_snapshot()
-            hits = await asyncio.to_thread(
-                self._knowledge.search,
-                question,
-                k=config.top_k,
-                min_similarity=config.min_similarity,
-                mode=config.retrieval,
-                where=config.filter,
-                snapshot=snapshot,
-                mmr_lambda=config.mmr_lambda,
-                reranker=config.reranker,
-            )
-            span.set_attributes(
-                {
-                    genai.GEN_AI_OPERATION_NAME: "retrieval",
-                    genai.GEN_AI_DATA_SOURCE_ID: "knowledge",
-                    "llmops.retrieval.top_k": config.top_k,
-                    "llmops.retrieval.min_similarity": config.min_similarity,
-                    "llmops.retrieval.mode": config.retrieval,
-                    "llmops.retrieval.hits": len(hits),
-                    "llmops.retrieval.chunk_ids": [h.chunk_id for h in hits],
-                    "llmops.retrieval.scores": [round(h.score, 4) for h in hits],
-                    "llmops.index.snapshot": snapshot if snapshot is not None else -1,
-                }
-            )
+        hits, snapshot = await self._retrieve(question, ctx, stages)
         if hits and engine is not None and engine.has("context"):
             with self._stage("guardrails.context", ctx, stages) as span:
                 context_check = await asyncio.to_thread(engine.check_context, [h.text for h in hits])
@@ -247,6 +239,9 @@ class RagPipeline:
             root.set_attribute("llmops.rag.abstained", True)
             answer = self._answer(request_id, root, ABSTAIN_ANSWER, [], started, stages, abstained=True)
             answer.index_snapshot = snapshot
+            answer.retrieved = hits
+            variant.model_answer = ABSTAIN_ANSWER
+            self._record_text(root, "llmops.rag.answer", ABSTAIN_ANSWER)
             yield TextDelta(answer.answer)
             yield answer
             return
@@ -285,6 +280,9 @@ class RagPipeline:
         citations = _citations(packed, text) if stop is None else []
         answer = self._answer(request_id, root, text.strip(), citations, started, stages, blocked=stop is not None)
         answer.guardrail = stop
+        answer.retrieved = hits
+        variant.model_answer = generation.model_text.strip()
+        self._record_text(root, "llmops.rag.answer", variant.model_answer)
         if generation.grounding is not None:
             answer.grounding_score = generation.grounding
             root.set_attribute("llmops.guardrails.grounding_score", generation.grounding)
@@ -306,6 +304,45 @@ class RagPipeline:
             }
         )
         yield answer
+
+    def _record_text(self, root: trace.Span, key: str, text: str) -> None:
+        """The question or answer on the trace: what the model saw or wrote (pseudonyms not restored), with any
+        personal data the route's policy let through scrubbed as well."""
+        if self._record_content:
+            root.set_attribute(key, self._guardrails.scrub(text))
+
+    async def _retrieve(
+        self, question: str, ctx: Context, stages: dict[str, float]
+    ) -> tuple[list[RetrievedChunk], int | None]:
+        """The retrieve stage: the configured search over the pinned (or served) snapshot."""
+        config = self.config
+        with self._stage("retrieve", ctx, stages) as span:
+            snapshot = config.index_snapshot if config.index_snapshot is not None else self._knowledge.served_snapshot()
+            hits = await asyncio.to_thread(
+                self._knowledge.search,
+                question,
+                k=config.top_k,
+                min_similarity=config.min_similarity,
+                mode=config.retrieval,
+                where=config.filter,
+                snapshot=snapshot,
+                mmr_lambda=config.mmr_lambda,
+                reranker=config.reranker,
+            )
+            span.set_attributes(
+                {
+                    genai.GEN_AI_OPERATION_NAME: "retrieval",
+                    genai.GEN_AI_DATA_SOURCE_ID: "knowledge",
+                    "llmops.retrieval.top_k": config.top_k,
+                    "llmops.retrieval.min_similarity": config.min_similarity,
+                    "llmops.retrieval.mode": config.retrieval,
+                    "llmops.retrieval.hits": len(hits),
+                    "llmops.retrieval.chunk_ids": [h.chunk_id for h in hits],
+                    "llmops.retrieval.scores": [round(h.score, 4) for h in hits],
+                    "llmops.index.snapshot": snapshot if snapshot is not None else -1,
+                }
+            )
+        return hits, snapshot
 
     async def _generate_guarded(
         self,
@@ -341,7 +378,7 @@ class RagPipeline:
             if guard is None:
                 if generation.result is None:
                     raise RuntimeError("the model's answer ended without a result")
-                generation.text = generation.result.text
+                generation.text = generation.model_text = generation.result.text
                 with self._stage("guardrails.output", ctx, stages) as span:
                     record_check(span, None)
                 return
@@ -368,6 +405,7 @@ class RagPipeline:
         assert guard is not None
         generation.grounding = guard.grounding.score if guard.grounding is not None else None
         stop = generation.stop
+        generation.model_text = stop.message if stop is not None else guard.released
         generation.text = stop.message if stop is not None else self._restore(engine, guard.released, pseudonymizer)
 
     async def _generate(
@@ -505,16 +543,20 @@ class _Generation:
     result: ChatResult | None = None
     stop: GuardrailStop | None = None
     text: str = ""
+    model_text: str = ""  # the answer as the model wrote it, before pseudonyms are restored
     grounding: float | None = None
 
 
 @dataclass
 class _Variant:
-    """Which experiment variant served a request (filled in when the prompt is chosen)."""
+    """A request's state the stages fill in: the experiment variant that served it (when the prompt is chosen),
+    the question as the model saw it and the answer as the model wrote it."""
 
     key: str
     experiment: Experiment | None = None
     version: int | None = None
+    question: str = ""  # as the model saw it (after the input rails)
+    model_answer: str = ""  # as the model wrote it (before pseudonyms are restored)
 
 
 class _Stage:
@@ -535,6 +577,8 @@ class _Stage:
         self._stages[self._name] = (time.perf_counter() - self._started) * 1000
 
 
+#: Called with each finished answer, the question as the model saw it and the answer as the model wrote it.
+AnswerHook = Callable[[RagAnswer, str, str], object]
 _UNFIXED = "I couldn't produce an answer in the required format."
 _SENTENCE_END = re.compile(r"[.!?](?:\[\d{1,3}\])?(?=\s|$)")
 
