@@ -7,9 +7,20 @@ from typing import Any
 
 from llmops._plugins import load_plugin
 from llmops._settings import Settings
+from llmops.evaluation import (
+    DatasetRegistry,
+    Evaluator,
+    ExperimentStore,
+    MetricDeps,
+    OnlineEvaluator,
+    ScoringContext,
+    TargetDeps,
+    build_metric,
+    seed_judge_prompts,
+)
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
 from llmops.governance import RoleDirectory
-from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
+from llmops.guardrails import GroundingChecker, Guardrails, PolicyRegistry, default_policy
 from llmops.knowledge import (
     Embedder,
     HttpReranker,
@@ -80,6 +91,7 @@ class Platform:
         )
         self.guardrail_policies.ensure(default_policy(), author="llmops")
         self._seed_prompts()
+        seed_judge_prompts(self.prompts)
 
         self.gateway = Gateway(
             self.settings.models,
@@ -100,6 +112,14 @@ class Platform:
             embedder=self.embedder,
         )
         self.guarded_gateway = GuardedGateway(self.gateway, self.guardrails, self.tracing.tracer)
+        self.metric_deps = MetricDeps(
+            embedder=self.embedder,
+            grounding=GroundingChecker(self.embedder),
+            gateway=self.gateway,
+            prompts=self.prompts,
+            judge_model=self.settings.evaluation.judge_model or next(iter(self.gateway.model_names()), None),
+        )
+        self.online_eval = self._build_online_eval()
         self.rag_apps = {
             app.name: RagPipeline(
                 app,
@@ -108,11 +128,30 @@ class Platform:
                 gateway=self.gateway,
                 guardrails=self.guardrails,
                 tracer=self.tracing.tracer,
+                record_content=self.settings.evaluation.trace_content,
+                on_answer=self.online_eval.submit if self.online_eval is not None else None,
             )
             for app in self.settings.rag_apps
         }
         for app in self.settings.rag_apps:
             self.gateway.model(app.model)  # fail at start, not at the first request, on a typo
+        self.datasets = DatasetRegistry(self.store)
+        self.evaluator = Evaluator(
+            self.datasets,
+            ExperimentStore(self.store),
+            TargetDeps(
+                knowledge=self.knowledge,
+                prompts=self.prompts,
+                gateway=self.gateway,
+                guardrails=self.guardrails,
+                guardrail_policies=self.guardrail_policies,
+                tracer=self.tracing.tracer,
+                rag_apps={app.name: app for app in self.settings.rag_apps},
+                embedder_name=self.embedder.name,
+                environment=self.settings.environment,
+            ),
+            self.metric_deps,
+        )
 
     def rag(self, name: str | None = None) -> RagPipeline:
         """The RAG app ``name`` (the first configured one by default)."""
@@ -126,6 +165,22 @@ class Platform:
     def served_models(self) -> list[str]:
         """Names clients can use as ``model``: RAG apps first, then the gateway's models."""
         return [*self.rag_apps, *self.gateway.model_names()]
+
+    def _build_online_eval(self) -> OnlineEvaluator | None:
+        """Scoring of sampled production answers, when any app samples them."""
+        rates = {app.name: app.online_eval_rate for app in self.settings.rag_apps if app.online_eval_rate > 0}
+        if not rates:
+            return None
+        metrics: list[Any] = [
+            build_metric(name, {}, self.metric_deps) for name in self.settings.evaluation.online_metrics
+        ]
+        return OnlineEvaluator(
+            metrics,
+            ScoringContext(self.metric_deps, max_texts=10_000),
+            self.journal,
+            rates,
+            observe=self.metrics.observe_online_score,
+        )
 
     def _build_knowledge(self) -> KnowledgeBase:
         config = self.settings.knowledge
@@ -221,6 +276,8 @@ class Platform:
         self.close()
 
     def close(self) -> None:
+        if self.online_eval is not None:
+            self.online_eval.close()
         self.guardrails.close()
         self.knowledge.close()
         self.tracing.shutdown()

@@ -30,7 +30,19 @@ EXPECTED = {
     },
     "llmops.governance": {"ROLES", "RoleDirectory"},
     "llmops.evaluation": {
-        "QuerySetError", "RelevantPassage", "RetrievalQuery", "RetrievalReport", "evaluate_retrieval", "load_query_set",
+        "Agreement", "AsyncMetric", "DatasetFileError", "DatasetNotFoundError", "DatasetRegistry", "DatasetVersion",
+        "Draft", "EvalAssertion", "EvalConfig", "EvalConfigError", "Evaluator", "Example", "ExperimentComparison",
+        "ExperimentNotFoundError", "ExperimentRecord", "ExperimentStore", "GateResult", "ItemResult", "JUDGE_RUBRICS",
+        "JudgeMetric", "JudgeRubric", "Metric", "MetricComparison", "MetricConfigError", "MetricDeps", "MetricSpec",
+        "MetricSummary", "OnlineEvaluator", "PairwiseJudge", "PairwiseSummary", "PairwiseVerdict", "Progress",
+        "QuerySetError", "RelevantPassage", "RetrievalQuery", "RetrievalReport", "RetrievedContext", "Sample",
+        "Score", "ScoringContext", "SynthesisReport", "TargetDeps", "TargetError", "TargetSpec", "ThresholdCheck",
+        "Verdict", "VerdictParseError", "assert_eval", "build_metric", "compare_experiments", "evaluate_gate",
+        "evaluate_retrieval", "examples_from_records", "examples_from_traces", "human_agreement", "judge_agreement",
+        "load_eval_config",
+        "load_examples", "load_query_set", "metric_names", "paired_comparison", "parse_pairwise_verdict",
+        "parse_verdict", "render_html", "render_markdown", "score_samples", "seed_judge_prompts",
+        "summarize_pairwise", "synthesize_examples", "write_reports",
     },
     "llmops.gateway": {
         "AnthropicMessagesFormat", "AnthropicProvider", "AuthenticationError", "CachedAnswer", "Caller", "ChatRequest",
@@ -51,7 +63,8 @@ EXPECTED = {
         "PolicyNotFoundError", "PolicyRegistry", "PolicyVersion", "RailSpec", "default_policy",
     },
     "llmops.rag": {
-        "ABSTAIN_ANSWER", "Citation", "GuardedGateway", "GuardrailStop", "RagAnswer", "RagPipeline", "new_request_id",
+        "ABSTAIN_ANSWER", "AnswerHook", "Citation", "GuardedGateway", "GuardrailStop", "RagAnswer", "RagPipeline",
+        "new_request_id",
     },
     "llmops.observability": {
         "REQUEST_ID", "MetricsSpanProcessor", "PlatformMetrics", "StoreSpanProcessor", "TraceNotFoundError",

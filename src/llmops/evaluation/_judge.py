@@ -25,6 +25,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
+from llmops.evaluation._results import ItemResult
 from llmops.evaluation._types import Example, MetricDeps, RetrievedContext, Sample, Score, ScoringContext
 from llmops.evaluation._verdicts import (
     PairwiseChoice,
@@ -51,6 +52,7 @@ __all__ = [
     "PairwiseJudge",
     "PairwiseSummary",
     "PairwiseVerdict",
+    "human_agreement",
     "judge_agreement",
     "seed_judge_prompts",
     "summarize_pairwise",
@@ -633,6 +635,23 @@ def judge_agreement(
         skipped=len(judge_scores) - len(pairs),
         weights=weights,
     )
+
+
+def human_agreement(items: Sequence[ItemResult]) -> dict[str, Agreement]:
+    """Per judge metric of an experiment, its agreement with the human labels its examples carry (``human_score``
+    in the example's metadata, which the judge copies into each score's details). Metrics with fewer than two
+    labelled items are left out."""
+    out: dict[str, Agreement] = {}
+    names = {name for item in items for name, score in item.scores.items() if "human_score" in score.details}
+    for name in sorted(names):
+        judged = [item.scores[name] for item in items if name in item.scores]
+        try:
+            out[name] = judge_agreement(
+                [s.details.get("score") for s in judged], [s.details.get("human_score") for s in judged]
+            )
+        except ValueError:
+            continue
+    return out
 
 
 def _weighted_kappa(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any], weights: str) -> float | None:

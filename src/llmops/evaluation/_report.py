@@ -551,6 +551,9 @@ def _scores_cell(item: ItemResult, base: ItemResult | None, metrics: Sequence[st
         score = item.scores.get(metric)
         if score is None:
             continue
+        if score.skipped:
+            lines.append(f"{_h(metric)}: n/a ({_h(_clip(score.error or '', 300))})")
+            continue
         if score.value is None:
             lines.append(f'<span class="worse">{_h(metric)}: error ({_h(_clip(score.error or "", 300))})</span>')
             continue
@@ -572,7 +575,7 @@ def _html_items(result: GateResult, rows: list[_Row], limit: int) -> list[str]:
     items = result.candidate.items
 
     def errored(item: ItemResult) -> bool:
-        return bool(item.error) or any(s.value is None for s in item.scores.values())
+        return bool(item.error) or any(s.errored for s in item.scores.values())
 
     if baseline is not None:
         order = sorted(items, key=lambda i: _change(i, baseline.get(i.example_id), scales), reverse=True)

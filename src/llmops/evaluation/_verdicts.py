@@ -24,6 +24,7 @@ __all__ = [
     "PairwiseChoice",
     "Verdict",
     "VerdictParseError",
+    "json_objects",
     "parse_pairwise_verdict",
     "parse_verdict",
 ]
@@ -102,7 +103,7 @@ def parse_verdict(text: str, scale: int) -> Verdict:
         raise ValueError(f"a rubric scale needs at least two points, got {scale}")
     body = _nonempty(text)
     missing_field = False
-    for obj in _json_objects(body):
+    for obj in json_objects(body):
         key = _first_key(obj, ("score", "rating", "grade"))
         if key is None:
             missing_field = True
@@ -135,7 +136,7 @@ def parse_pairwise_verdict(text: str) -> PairwiseChoice:
             ``no_verdict``.
     """
     body = _nonempty(text)
-    for obj in _json_objects(body):
+    for obj in json_objects(body):
         key = _first_key(obj, ("winner", "better", "choice", "verdict", "preferred"))
         if key is None:
             continue
@@ -166,7 +167,7 @@ def _refuse_if_refusal(body: str) -> None:
         raise VerdictParseError("refusal", f"the judge refused: {_clip(body)}")
 
 
-def _json_objects(text: str) -> Iterator[dict[str, Any]]:
+def json_objects(text: str) -> Iterator[dict[str, Any]]:
     """JSON objects in ``text``, most likely first: fenced blocks, then each ``{`` of the text in order (which
     finds JSON with prose around it, and objects nested in others). Each is read strictly, then once more with
     single quotes and trailing commas repaired."""

@@ -16,6 +16,7 @@ from llmops._settings import Settings
 from llmops.server._anthropic_api import anthropic_router
 from llmops.server._api import api_router
 from llmops.server._chat_completions import ChatCompletions
+from llmops.server._eval_api import eval_router
 from llmops.server._guardrails_api import guardrails_router
 from llmops.server._knowledge_api import knowledge_router
 from llmops.server._limits import BodySizeLimit
@@ -69,6 +70,7 @@ def _fastapi(platform: Platform) -> FastAPI:
     app.include_router(prompts_router(platform))
     app.include_router(guardrails_router(platform))
     app.include_router(knowledge_router(platform))
+    app.include_router(eval_router(platform))
     static = resources.files("llmops.server") / "_static"
     pages = {path: (static / file).read_text(encoding="utf-8") for path, file in _PAGES.items()}
 

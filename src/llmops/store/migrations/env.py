@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 # Every package keeps its tables beside its code; autogenerate needs to see them all.
+from llmops.evaluation import _tables as _evaluation_tables  # noqa: F401
 from llmops.gateway import _tables as _gateway_tables  # noqa: F401
 from llmops.governance import _tables as _governance_tables  # noqa: F401
 from llmops.guardrails import _tables as _guardrail_tables  # noqa: F401
