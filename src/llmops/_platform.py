@@ -20,7 +20,7 @@ from llmops.evaluation import (
 )
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
 from llmops.governance import RoleDirectory
-from llmops.guardrails import GroundingChecker, Guardrails, PolicyRegistry, default_policy
+from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
 from llmops.knowledge import (
     Embedder,
     HttpReranker,
@@ -112,9 +112,10 @@ class Platform:
             embedder=self.embedder,
         )
         self.guarded_gateway = GuardedGateway(self.gateway, self.guardrails, self.tracing.tracer)
+        # Offline evaluation embeds through the store's embedding cache: a dataset's questions and references are
+        # embedded once, not on every run. The metrics build their grounding checker on it, batched per run.
         self.metric_deps = MetricDeps(
-            embedder=self.embedder,
-            grounding=GroundingChecker(self.embedder),
+            embedder=self.knowledge.cached_embedder,
             gateway=self.gateway,
             prompts=self.prompts,
             judge_model=self.settings.evaluation.judge_model or next(iter(self.gateway.model_names()), None),
@@ -171,12 +172,12 @@ class Platform:
         rates = {app.name: app.online_eval_rate for app in self.settings.rag_apps if app.online_eval_rate > 0}
         if not rates:
             return None
-        metrics: list[Any] = [
-            build_metric(name, {}, self.metric_deps) for name in self.settings.evaluation.online_metrics
-        ]
+        # Production questions and answers are mostly new texts: caching them would cost a write for nothing.
+        online = MetricDeps(embedder=self.embedder, gateway=self.gateway, prompts=self.prompts)
+        metrics: list[Any] = [build_metric(name, {}, online) for name in self.settings.evaluation.online_metrics]
         return OnlineEvaluator(
             metrics,
-            ScoringContext(self.metric_deps, max_texts=10_000),
+            ScoringContext(online, max_texts=10_000),
             self.journal,
             rates,
             observe=self.metrics.observe_online_score,

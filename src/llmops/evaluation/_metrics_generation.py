@@ -10,11 +10,9 @@ checker's own; only the embedding calls are batched.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
-from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -143,8 +141,6 @@ class _ContextEmbedder(_RecordingEmbedder):
 _Job = tuple[tuple[str, ...], tuple[str, ...]]
 # Reports per scoring context (one batch), shared by the grounding metrics: faithfulness and context recall check
 # against the same contexts, fact coverage and correctness check the same facts.
-_REPORTS: WeakKeyDictionary[ScoringContext, dict[tuple[int, _Job], list[GroundingReport]]] = WeakKeyDictionary()
-_REPORTS_LOCK = threading.Lock()
 _MAX_REPORTS = 4096
 _JOINER = "\n\n"  # always a sentence boundary, so no claim spans two statements
 
@@ -206,12 +202,12 @@ class GroundingMetric:
         """For each (statements, texts): one `GroundingReport` per statement, as ``check(statement, texts)``."""
         owner = id(self._grounding)
         keys = [(owner, (tuple(statements), tuple(texts))) for statements, texts in jobs]
-        with _REPORTS_LOCK:
-            cache = _REPORTS.setdefault(ctx, {})
+        with ctx.shared_lock:
+            cache = ctx.shared.setdefault("grounding_reports", {})
             todo = list(dict.fromkeys(key for key in keys if key not in cache))
         reports = self._check([(_JOINER.join(statements), list(texts)) for _, (statements, texts) in todo], ctx)
         found = {key: _split(report, key[1][0]) for key, report in zip(todo, reports, strict=True)}
-        with _REPORTS_LOCK:
+        with ctx.shared_lock:
             out = [found[key] if key in found else cache[key] for key in keys]
             # A long-lived context (online evaluation scores one sample at a time on one) must not grow forever.
             if len(cache) + len(found) > _MAX_REPORTS:

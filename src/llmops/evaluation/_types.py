@@ -190,6 +190,10 @@ class ScoringContext:
         self._max_texts = max_texts
         self._vectors: dict[str, npt.NDArray[np.float32]] = {}
         self._lock = threading.Lock()
+        #: Results metrics share within this context (grounding reports, say), by the name of what is kept.
+        self.shared: dict[str, dict[Any, Any]] = {}
+        #: Guards ``shared``: sync metrics run on worker threads.
+        self.shared_lock = threading.Lock()
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Unit vectors, one row per text. Texts are embedded once per context, in batches of similar length

@@ -74,6 +74,9 @@ class KnowledgeBase:
         self._chunker = build_chunker(chunking, embedder)
         self._parsers = {suffix: parser for parser in parsers for suffix in parser.suffixes}
         self._cached = CachedEmbedder(embedder, StoreEmbeddingCache(store))
+        #: The embedder behind the store's embedding cache (keyed by model and text hash), for anyone who embeds
+        #: the same texts again and again (ingestion re-runs, evaluation datasets).
+        self.cached_embedder = self._cached
         self._lock_path = data_dir / "ingest.lock"
         self._fetch = fetch or _no_fetch
         self.vector_index = vector
