@@ -19,9 +19,11 @@ from llmops.evaluation import (
     examples_from_traces,
     load_eval_config,
     load_examples,
+    synthesize_examples,
 )
+from llmops.testing import ScriptedProvider
 
-from ..conftest import ROOT, SAMPLES
+from ..conftest import LOCAL_MODEL, ROOT, SAMPLES
 
 
 def _write(path: Path, text: str) -> Path:
@@ -203,3 +205,28 @@ def test_malformed_configs_name_the_field(tmp_path: Path, text: str, message: st
     with pytest.raises(EvalConfigError) as raised:
         load_eval_config(path)
     assert message in str(raised.value)
+
+
+def test_synthetic_examples_come_from_chunks_and_unusable_outputs_are_dropped(
+    platform: Platform, scripted: ScriptedProvider
+) -> None:
+    platform.knowledge.ingest(SAMPLES)
+    chunks = platform.knowledge.sample_chunks(4, seed=1)
+    assert len(chunks) == 4 and chunks == platform.knowledge.sample_chunks(4, seed=1)  # reproducible
+    first_words = chunks[0].text.split()[:6]
+    replies = [
+        json.dumps({"question": "What does the passage say first?", "answer": "x", "evidence": " ".join(first_words)}),
+        "I cannot write JSON today.",
+        json.dumps({"question": "not a question", "answer": "y", "evidence": "z"}),
+        'Sure! {"question": "Which policy applies here?", "answer": "this one", "evidence": "not in the chunk"}',
+    ]
+    scripted._replies = lambda request: replies[[c.text in request.messages[-1]["content"] for c in chunks].index(True)]  # type: ignore[assignment]
+    report = asyncio.run(synthesize_examples(chunks, platform.gateway, LOCAL_MODEL))
+    assert report.attempted == 4 and report.dropped == {"no JSON object": 1, "not a question": 1}
+    first, last = report.examples
+    assert first.input == "What does the passage say first?" and first.sources[0].contains == " ".join(first_words)
+    assert last.sources[0].contains is None  # evidence the chunk does not hold is not kept as a snippet
+    assert first.metadata["chunk_id"] == chunks[0].chunk_id and "synthetic" in first.tags
+    assert scripted.requests[0].response_format is not None  # JSON-schema output where the provider supports it
+    ids = platform.datasets.add_drafts("synth", report.examples, origin="synthetic")
+    assert len(platform.datasets.drafts("synth")) == 2 and len(ids) == 2

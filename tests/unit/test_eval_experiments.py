@@ -279,6 +279,8 @@ def test_online_evaluation_scores_a_sample_of_answers_beside_their_traces(tmp_pa
             (answer.request_id, "answer_relevance"),
         }
         assert all(r.trace_id == answer.trace_id and r.value is not None for r in rows)
+        trace = platform.traces.get(answer.request_id)
+        assert set(trace["online_scores"]) == {"faithfulness", "answer_relevance"}
         assert (
             b'llmops_online_eval_score_count{app="handbook-rag",metric="faithfulness"} 1.0' in platform.metrics.render()
         )

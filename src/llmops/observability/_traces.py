@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
+from llmops.evaluation._tables import OnlineScoreRow
 from llmops.observability._tables import SpanRow, TraceRow
 from llmops.store import Journal, Store
 
@@ -68,7 +69,10 @@ class TraceReader:
                     "events": span.events,
                 }
             )
-        return {**summary, "spans": out_spans}
+        with self._store.session() as session:
+            scores = session.scalars(select(OnlineScoreRow).where(OnlineScoreRow.trace_id == row.trace_id)).all()
+        online = {s.metric: {"value": s.value, "error": s.error} for s in scores}
+        return {**summary, "spans": out_spans, "online_scores": online}
 
     def select_answers(
         self,
