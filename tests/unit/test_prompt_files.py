@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from llmops import Platform
+from llmops.evaluation import JUDGE_RUBRICS
 from llmops.prompts import pull_prompts, push_prompts
 
 SUPPORT = """\
@@ -77,7 +78,8 @@ def test_pull_writes_files_that_push_back_as_no_ops(platform: Platform, folder: 
     push_prompts(platform.prompts, folder, author="ci")
     out = tmp_path / "pulled"
     written = pull_prompts(platform.prompts, out)
-    assert {p.name for p in written} == {"greeting.yaml", "support-answer.yaml", "rag-default.yaml"}
+    judges = {f"{name}.yaml" for name in JUDGE_RUBRICS}  # the evaluation rubrics the platform seeds
+    assert {p.name for p in written} == {"greeting.yaml", "support-answer.yaml", "rag-default.yaml", *judges}
     assert "support-answer v1" in (out / "support-answer.yaml").read_text().splitlines()[0]
     report = push_prompts(platform.prompts, out, author="someone-else")
     assert report.created == [] and report.failed == []

@@ -19,9 +19,10 @@ TABLES = {
     "prompt_reviews", "prompt_checks", "prompt_experiments", "prompt_experiment_outcomes", "role_grants",
     "gateway_calls", "price_books", "gateway_call_repricings", "guardrail_policies", "guardrail_policy_versions",
     "guardrail_policy_labels", "guardrail_policy_history", "knowledge_sources", "snapshot_changes",
-    "chunking_configs", "embedding_cache", "knowledge_index_state",
+    "chunking_configs", "embedding_cache", "knowledge_index_state", "eval_datasets", "eval_dataset_versions",
+    "eval_dataset_items", "eval_dataset_drafts", "eval_experiments", "eval_results", "eval_online_scores",
 }  # fmt: skip
-HEAD = "0005"
+HEAD = "0006"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:
