@@ -15,6 +15,8 @@ from ..conftest import ROOT, SAMPLES
 from .conftest import LLMOPS, clean_env
 
 GOLDEN = ROOT / "samples" / "eval" / "handbook-golden.jsonl"
+# 70 answers from the bundled model on 2 cores: minutes, not the suite's default per-test limit.
+pytestmark = pytest.mark.timeout(1200)
 
 # The worse prompt: the same instructions without the sources. The model answers from what it learned in training,
 # which for these questions is nothing.

@@ -98,9 +98,14 @@ class ExperimentStore:
         return experiment_id, False
 
     def done_ids(self, experiment_id: str) -> set[str]:
+        """Examples with a result the run need not redo: an item whose system call errored is tried again."""
         with self._store.session() as session:
             return set(
-                session.scalars(select(EvalResultRow.example_id).where(EvalResultRow.experiment_id == experiment_id))
+                session.scalars(
+                    select(EvalResultRow.example_id).where(
+                        EvalResultRow.experiment_id == experiment_id, EvalResultRow.error.is_(None)
+                    )
+                )
             )
 
     def cached(self, keys: Sequence[str], examples: dict[str, Example]) -> dict[str, CachedResult]:

@@ -176,7 +176,10 @@ class Evaluator:
             if progress is not None:
                 progress(state)
 
-        semaphore = asyncio.Semaphore(config.concurrency)
+        # An in-process model generates one answer at a time: more requests in flight would only queue in front of
+        # it, and a queued request can run out its first-token timeout (and open the model's circuit breaker).
+        local = runner.resolved.get("model", {}).get("provider") == "local"
+        semaphore = asyncio.Semaphore(1 if local else config.concurrency)
 
         async def one(position: int, example: Any) -> None:
             async with semaphore:
