@@ -145,7 +145,6 @@ class Platform:
                 prompts=self.prompts,
                 gateway=self.gateway,
                 guardrails=self.guardrails,
-                guardrail_policies=self.guardrail_policies,
                 tracer=self.tracing.tracer,
                 rag_apps={app.name: app for app in self.settings.rag_apps},
                 embedder_name=self.embedder.name,

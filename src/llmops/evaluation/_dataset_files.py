@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def examples_from_records(records: Iterable[tuple[str, Any]]) -> list[Example]:
         if example_id in seen:
             raise DatasetFileError(f"{where}: duplicate example {example_id!r} (first at {seen[example_id]})")
         seen[example_id] = where
-        examples.append(Example(**{**example.__dict__, "id": example_id}))
+        examples.append(replace(example, id=example_id))
     if not examples:
         raise DatasetFileError("the dataset holds no examples")
     return examples

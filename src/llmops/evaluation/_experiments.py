@@ -62,9 +62,9 @@ class ExperimentStore:
         metrics: dict[str, Any],
         author: str,
         resume: bool = True,
-    ) -> tuple[str, bool]:
-        """The experiment to write into: an unfinished one with the same configuration (resumed) or a new one.
-        Returns ``(id, resumed)``."""
+    ) -> str:
+        """The id of the experiment to write into: an unfinished one of this name and configuration (resumed), or a
+        new one."""
         digest = config_hash({"config": config, "metrics": metrics, "dataset": [dataset, dataset_version]})
         with self._store.session() as session:
             if resume:
@@ -79,7 +79,7 @@ class ExperimentStore:
                     .limit(1)
                 ).first()
                 if found is not None:
-                    return found.id, True
+                    return found.id
             experiment_id = "exp_" + secrets.token_hex(6)
             session.add(
                 EvalExperimentRow(
@@ -95,7 +95,7 @@ class ExperimentStore:
                     created_at=datetime.now(UTC),
                 )
             )
-        return experiment_id, False
+        return experiment_id
 
     def done_ids(self, experiment_id: str) -> set[str]:
         """Examples with a result the run need not redo: an item whose system call errored is tried again."""

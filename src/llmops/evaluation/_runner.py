@@ -128,7 +128,7 @@ class Evaluator:
         runner = build_target(target or config.target, self._target_deps)
         target_hash = config_hash(runner.resolved)
         metric_specs = {m.name: {"params": m.signature, "higher_is_better": m.metric.higher_is_better} for m in built}
-        experiment_id, _ = self.experiments.start(
+        experiment_id = self.experiments.start(
             name=config.name,
             dataset=dataset.name,
             dataset_version=dataset.version,
@@ -148,28 +148,27 @@ class Evaluator:
 
         # Cached items: scores whose metric spec is unchanged are reused; the rest are scored in one batch.
         reused = [(n, e) for n, e in todo if keys[e.id] in cached]
+        reused_scores: dict[str, dict[str, Score]] = {e.id: {} for _, e in reused}
         for metric in built:
-            stale = [
-                (n, e)
-                for n, e in reused
-                if (cached[keys[e.id]].scores.get(metric.name) or {}).get("spec") != metric.signature
-            ]
-            fresh = await score_samples([metric.metric], [cached[keys[e.id]].sample for _, e in stale], ctx)
-            for (_, example), scores in zip(stale, fresh, strict=True):
-                entry = cached[keys[example.id]].scores
-                score = scores[metric.name]
-                entry[metric.name] = {
-                    "value": score.value,
-                    "error": score.error,
-                    "skipped": score.skipped,
-                    "details": score.details,
-                    "spec": metric.signature,
-                }
+            stale = []
+            for _, example in reused:
+                stored = cached[keys[example.id]].scores.get(metric.name)
+                if stored is not None and stored.get("spec") == metric.signature:
+                    reused_scores[example.id][metric.name] = stored_score(metric.name, stored)
+                else:
+                    stale.append(example)
+            fresh = await score_samples([metric.metric], [cached[keys[e.id]].sample for e in stale], ctx)
+            for example, row in zip(stale, fresh, strict=True):
+                reused_scores[example.id][metric.name] = row[metric.name]
         for position, example in reused:
-            hit = cached[keys[example.id]]
-            scores = {m.name: stored_score(m.name, hit.scores[m.name]) for m in built}
             self.experiments.record(
-                experiment_id, position, keys[example.id], hit.sample, scores, signatures, cached=True
+                experiment_id,
+                position,
+                keys[example.id],
+                cached[keys[example.id]].sample,
+                reused_scores[example.id],
+                signatures,
+                cached=True,
             )
             state.done += 1
             state.cached += 1
@@ -194,11 +193,9 @@ class Evaluator:
             if progress is not None:
                 progress(state)
 
-        try:
-            await asyncio.gather(*(one(n, e) for n, e in todo if keys[e.id] not in cached))
-        except BaseException:
-            # Interrupted: the experiment stays "running" so the next run of this configuration resumes it.
-            raise
+        # Interrupted (an exception, Ctrl-C), the experiment stays "running": the next run of this configuration
+        # resumes it.
+        await asyncio.gather(*(one(n, e) for n, e in todo if keys[e.id] not in cached))
         self.experiments.finish(experiment_id)
         return self.experiments.get(experiment_id)
 

@@ -18,7 +18,7 @@ from llmops._settings import RagConfig
 from llmops.evaluation._config import TargetSpec
 from llmops.evaluation._types import Example, RetrievedContext, Sample
 from llmops.gateway import ChatRequest, Gateway
-from llmops.guardrails import Guardrails, PolicyRegistry
+from llmops.guardrails import Guardrails
 from llmops.knowledge import KnowledgeBase
 from llmops.prompts import PromptRegistry, PromptVersion
 from llmops.rag import RagPipeline, new_request_id
@@ -46,7 +46,6 @@ class TargetDeps:
     prompts: PromptRegistry
     gateway: Gateway
     guardrails: Guardrails
-    guardrail_policies: PolicyRegistry
     tracer: trace.Tracer
     rag_apps: dict[str, RagConfig]
     embedder_name: str
@@ -72,16 +71,13 @@ def _pin_prompt(
 
 def _pin_policy(deps: TargetDeps, route: str, spec: str | None) -> str:
     """``name@version`` of the policy the route would use (or ``none``)."""
-    name = spec if spec is not None else deps.guardrails.settings.policy_for(route)
-    if name is None or name == "none":
-        return "none"
     try:
-        if "@" in name:
-            policy, _, number = name.partition("@")
-            return f"{policy}@{deps.guardrail_policies.get_version(policy, int(number)).version}"
-        found = deps.guardrail_policies.get(name, label=deps.guardrails.settings.label, environment=deps.environment)
+        resolved = deps.guardrails.policy_version(route, policy=spec)
     except (LookupError, ValueError) as exc:
-        raise TargetError(f"guardrail policy {name!r}: {exc}") from exc
+        raise TargetError(f"guardrail policy {spec or route!r}: {exc}") from exc
+    if resolved is None:
+        return "none"
+    name, found = resolved
     return f"{name}@{found.version}"
 
 

@@ -75,22 +75,11 @@ class Guardrails:
             self._engines = {key: e for key, e in self._engines.items() if not _uses_custom(e.policy)}
 
     def engine(self, route: str, *, policy: str | None = None) -> GuardrailEngine | None:
-        """The engine for ``route``'s policy at its label, or None when the route is bound to ``none``.
-
-        ``policy`` overrides the route's binding: a policy name (at the label), ``name@version`` (that exact
-        version, as an evaluation pins it), or ``none``.
-        """
-        name = policy if policy is not None else self.settings.policy_for(route)
-        if name is None or name == "none":
+        """The engine for ``route``'s policy (see `policy_version`), or None when the route runs unguarded."""
+        resolved = self.policy_version(route, policy=policy)
+        if resolved is None:
             return None
-        found: _Versioned
-        if "@" in name:
-            name, _, number = name.partition("@")
-            if not number.isdigit():
-                raise ValueError(f"guardrail policy {policy!r}: the version after '@' must be a number")
-            found = self._policies.get_version(name, int(number))
-        else:
-            found = self._policies.get(name, label=self.settings.label, environment=self._environment)
+        name, found = resolved
         key = (name, found.version)
         engine = self._engines.get(key)
         if engine is None:
@@ -98,6 +87,22 @@ class Guardrails:
             with self._lock:
                 self._engines[key] = engine
         return engine
+
+    def policy_version(self, route: str, *, policy: str | None = None) -> tuple[str, _Versioned] | None:
+        """The policy name and version guarding ``route``: its binding at the label, or None when it is ``none``.
+
+        ``policy`` overrides the route's binding: a policy name (at the label), ``name@version`` (that exact
+        version, as an evaluation pins it), or ``none``.
+        """
+        name = policy if policy is not None else self.settings.policy_for(route)
+        if name is None or name == "none":
+            return None
+        if "@" in name:
+            name, _, number = name.partition("@")
+            if not number.isdigit():
+                raise ValueError(f"guardrail policy {policy!r}: the version after '@' must be a number")
+            return name, self._policies.get_version(name, int(number))
+        return name, self._policies.get(name, label=self.settings.label, environment=self._environment)
 
     def compile(self, policy: GuardrailPolicy, *, version: int | None = None) -> GuardrailEngine:
         """An engine for ``policy`` (loads the models it needs; raises `PolicyError` when one is missing)."""

@@ -73,10 +73,9 @@ class KnowledgeBase:
         self.chunking = chunking
         self._chunker = build_chunker(chunking, embedder)
         self._parsers = {suffix: parser for parser in parsers for suffix in parser.suffixes}
-        self._cached = CachedEmbedder(embedder, StoreEmbeddingCache(store))
         #: The embedder behind the store's embedding cache (keyed by model and text hash), for anyone who embeds
         #: the same texts again and again (ingestion re-runs, evaluation datasets).
-        self.cached_embedder = self._cached
+        self.cached_embedder = CachedEmbedder(embedder, StoreEmbeddingCache(store))
         self._lock_path = data_dir / "ingest.lock"
         self._fetch = fetch or _no_fetch
         self.vector_index = vector
@@ -129,7 +128,7 @@ class KnowledgeBase:
             sources = [self.sources.add(str(item)) for item in locations]
             all_sources = False
         ingestor = Ingestor(
-            self._store, self._cached, self.chunking.config_id, self._parsers, self._fetch, self._lock_path
+            self._store, self.cached_embedder, self.chunking.config_id, self._parsers, self._fetch, self._lock_path
         )
         report = ingestor.run(
             sources,

@@ -47,6 +47,7 @@ class TraceReader:
             spans = session.scalars(
                 select(SpanRow).where(SpanRow.trace_id == row.trace_id).order_by(SpanRow.start_ns)
             ).all()
+            scores = session.scalars(select(OnlineScoreRow).where(OnlineScoreRow.trace_id == row.trace_id)).all()
         depth: dict[str, int] = {}
         out_spans = []
         summary = _summary(row)
@@ -69,8 +70,6 @@ class TraceReader:
                     "events": span.events,
                 }
             )
-        with self._store.session() as session:
-            scores = session.scalars(select(OnlineScoreRow).where(OnlineScoreRow.trace_id == row.trace_id)).all()
         online = {s.metric: {"value": s.value, "error": s.error} for s in scores}
         return {**summary, "spans": out_spans, "online_scores": online}
 

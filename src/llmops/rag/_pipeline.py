@@ -72,7 +72,7 @@ class RagAnswer:
     retrieved: list[RetrievedChunk] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = asdict(replace(self, retrieved=[]))  # not deep-copied only to be dropped
         del data["retrieved"]
         data["guardrail"] = self.guardrail.to_dict() if self.guardrail else None
         data["usage"] = (
@@ -239,7 +239,6 @@ class RagPipeline:
             root.set_attribute("llmops.rag.abstained", True)
             answer = self._answer(request_id, root, ABSTAIN_ANSWER, [], started, stages, abstained=True)
             answer.index_snapshot = snapshot
-            answer.retrieved = hits
             variant.model_answer = ABSTAIN_ANSWER
             self._record_text(root, "llmops.rag.answer", ABSTAIN_ANSWER)
             yield TextDelta(answer.answer)
