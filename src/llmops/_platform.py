@@ -19,7 +19,7 @@ from llmops.evaluation import (
     seed_judge_prompts,
 )
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
-from llmops.governance import RoleDirectory
+from llmops.governance import AuditLog, RoleDirectory
 from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
 from llmops.knowledge import (
     Embedder,
@@ -32,7 +32,28 @@ from llmops.knowledge import (
     fetch_url,
     open_indexes,
 )
-from llmops.observability import MetricsSpanProcessor, PlatformMetrics, TraceReader, Tracing
+from llmops.loop import (
+    ActionContext,
+    FeedbackStore,
+    RequestEventsProcessor,
+    ReviewQueue,
+    Runbook,
+    Step,
+    TriggerEngine,
+    load_actions,
+    load_rules,
+    load_runbooks,
+)
+from llmops.observability import (
+    DriftMonitor,
+    MetricsQuery,
+    MetricsSpanProcessor,
+    PlatformMetrics,
+    TraceReader,
+    TraceRetention,
+    Tracing,
+    otlp_span_processor,
+)
 from llmops.prompts import (
     DEFAULT_RAG_PROMPT,
     DEFAULT_RAG_PROMPT_NAME,
@@ -41,7 +62,7 @@ from llmops.prompts import (
     PromptNotFoundError,
     PromptRegistry,
 )
-from llmops.rag import GuardedGateway, RagPipeline
+from llmops.rag import AnswerHook, GuardedGateway, RagAnswer, RagPipeline
 from llmops.store import Journal, Store
 
 __all__ = ["Platform"]
@@ -68,10 +89,18 @@ class Platform:
         self.store.migrate()
 
         self.journal = Journal(self.store, self.settings.data_dir / "journal", drain=self.settings.journal_drain)
+        self.audit = AuditLog(self.store)
+        observability = self.settings.observability
         self.metrics = PlatformMetrics()
-        self.tracing = Tracing(self.journal)
+        self.tracing = Tracing(
+            self.journal, sample_rate=observability.sample_rate, sampled_out_buffer=observability.sampled_out_buffer
+        )
         self.tracing.add_processor(MetricsSpanProcessor(self.metrics))
+        if observability.otlp_endpoint:
+            self.tracing.add_processor(otlp_span_processor(observability.otlp_endpoint, observability.otlp_headers))
         self.traces = TraceReader(self.store, self.journal)
+        self.request_metrics = MetricsQuery(self.store, self.journal)
+        self.trace_retention = TraceRetention(self.store, self.journal, observability)
 
         self.embedder = embedder or MiniLMEmbedder(threads=self.settings.embedding_threads)
         self.knowledge = self._build_knowledge()
@@ -82,12 +111,14 @@ class Platform:
             environments=self.settings.environments,
             default_environment=self.settings.environment,
             cache_ttl=self.settings.prompt_cache_ttl_s,
+            audit=self.audit.record,
         )
         self.guardrail_policies = PolicyRegistry(
             self.store,
             environments=self.settings.environments,
             default_environment=self.settings.environment,
             cache_ttl=self.settings.guardrails.cache_ttl_s,
+            audit=self.audit.record,
         )
         self.guardrail_policies.ensure(default_policy(), author="llmops")
         self._seed_prompts()
@@ -121,6 +152,15 @@ class Platform:
             judge_model=self.settings.evaluation.judge_model or next(iter(self.gateway.model_names()), None),
         )
         self.online_eval = self._build_online_eval()
+        self.drift = DriftMonitor(
+            self.store,
+            self.journal,
+            self.embedder,
+            model_name=self.embedder.name,
+            reference_size=observability.drift_reference_size,
+            window_size=observability.drift_window_size,
+            alpha=observability.drift_alpha,
+        )
         self.rag_apps = {
             app.name: RagPipeline(
                 app,
@@ -130,7 +170,7 @@ class Platform:
                 guardrails=self.guardrails,
                 tracer=self.tracing.tracer,
                 record_content=self.settings.evaluation.trace_content,
-                on_answer=self.online_eval.submit if self.online_eval is not None else None,
+                on_answer=self._answer_hook(app.name),
             )
             for app in self.settings.rag_apps
         }
@@ -152,6 +192,71 @@ class Platform:
             ),
             self.metric_deps,
         )
+
+        self.feedback = FeedbackStore(self.store, self.journal, keep_trace=self.tracing.store_processor.keep)
+        self.reviews = ReviewQueue(self.store)
+        self.actions = load_actions()
+        triggers = self.settings.triggers
+        self.triggers = TriggerEngine(
+            self.store,
+            actions=self.actions,
+            context=self._action_context,
+            metrics=self.request_metrics,
+            audit=self.audit.record,
+            tracer=self.tracing.tracer,
+            roles_of=self.roles.roles_of,
+            file_rules=load_rules(triggers.rules_file, self.actions) if triggers.rules_file else None,
+            drift_check=self.drift.check,
+            pending_changes=self.knowledge.pending_changes,
+        )
+        self.request_metrics.add_metric("thumbs_down_rate", self.feedback.thumbs_down_rate)
+        self.request_metrics.add_metric("negative_feedback", self.feedback.negative_count)
+        self.feedback.subscribe(
+            lambda f: self.triggers.notify(
+                "feedback",
+                {"kind": f.kind, "negative": f.negative, "app": f.app, "flag": f.flag, "request_id": f.request_id},
+            )
+        )
+        self.tracing.add_processor(RequestEventsProcessor(self.triggers.notify))
+        self.runbooks: dict[str, Runbook] = load_runbooks(triggers.runbooks_file, self.actions)
+
+    def run_runbook(self, name: str, params: dict[str, Any] | None = None, *, by: str) -> dict[str, Any]:
+        """Run the runbook ``name`` now, as ``by``; returns the firing with each step's outcome."""
+        runbook = self.runbooks.get(name)
+        if runbook is None:
+            raise LookupError(f"no runbook {name!r}; runbooks: {', '.join(sorted(self.runbooks))}")
+        steps: list[Step] = runbook.resolve(params or {}, self.actions)
+        return self.triggers.run(
+            f"runbook:{name}", steps, {"params": params or {}}, source="runbook", actor=f"{by} (runbook {name})"
+        )
+
+    def _action_context(self, actor: str, firing: dict[str, Any]) -> ActionContext:
+        return ActionContext(
+            actor=actor,
+            prompts=self.prompts,
+            guardrail_policies=self.guardrail_policies,
+            knowledge=self.knowledge,
+            gateway=self.gateway,
+            datasets=self.datasets,
+            traces=self.traces,
+            reviews=self.reviews,
+            audit=self.audit.record,
+            webhook_allowlist=list(self.settings.triggers.webhook_allowlist),
+            negative_feedback=lambda since: self.feedback.negative_request_ids(since=since),
+            firing=firing,
+        )
+
+    def _answer_hook(self, app: str) -> AnswerHook:
+        """What every finished answer of ``app`` feeds: online evaluation (sampled) and the drift monitor."""
+        online, drift = self.online_eval, self.drift
+
+        def on_answer(answer: RagAnswer, question: str, model_answer: str) -> None:
+            if online is not None:
+                online.submit(answer, question, model_answer)
+            if question:
+                drift.observe(answer.request_id, app, question)
+
+        return on_answer
 
     def rag(self, name: str | None = None) -> RagPipeline:
         """The RAG app ``name`` (the first configured one by default)."""
@@ -278,6 +383,7 @@ class Platform:
     def close(self) -> None:
         if self.online_eval is not None:
             self.online_eval.close()
+        self.drift.close()
         self.guardrails.close()
         self.knowledge.close()
         self.tracing.shutdown()

@@ -228,6 +228,55 @@ class EvaluationSettings(BaseModel):
     )
 
 
+class RetentionSettings(BaseModel):
+    """How long traces are kept. ``apps`` overrides the defaults per application (the unit of isolation until the
+    governance issue adds projects)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_age_days: float | None = Field(default=30.0, gt=0, description="traces older than this are deleted")
+    max_traces: int | None = Field(default=1_000_000, ge=1, description="the newest this many traces are kept")
+
+
+class ObservabilitySettings(BaseModel):
+    """Tracing (sampling, export, retention) and semantic drift."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sample_rate: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="share of successful traces whose spans are stored; errors, guardrail blocks and thumbs-down "
+        "are always kept, and every request keeps its metrics row",
+    )
+    sampled_out_buffer: int = Field(
+        default=5_000, ge=0, description="recent sampled-out traces held in memory, kept if feedback flags them"
+    )
+    otlp_endpoint: str | None = Field(
+        default=None, description="also export spans over OTLP/HTTP to this collector (e.g. http://otel:4318)"
+    )
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    retention_by_app: dict[str, RetentionSettings] = Field(default_factory=dict)
+    drift_reference_size: int = Field(default=200, ge=20, description="queries in the reference window")
+    drift_window_size: int = Field(default=100, ge=20, description="recent queries compared with the reference")
+    drift_alpha: float = Field(default=0.01, gt=0, lt=0.5, description="false-alarm rate of one drift test")
+
+
+class TriggerSettings(BaseModel):
+    """The closed loop: rules that watch metrics, drift, feedback and events, and act."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules_file: Path | None = Field(default=None, description="a YAML file of trigger rules")
+    interval_s: float = Field(default=30.0, gt=0, description="how often the server evaluates the rules")
+    webhook_allowlist: list[str] = Field(
+        default_factory=list, description="URL prefixes webhook actions may call (nothing else is called)"
+    )
+    runbooks_file: Path | None = Field(default=None, description="a YAML file of extra runbooks")
+
+
 def _default_models() -> list[ModelConfig]:
     return [
         ModelConfig(name="smollm2-135m-instruct", provider="local", model="SmolLM2-135M-Instruct.Q4_1"),
@@ -270,6 +319,8 @@ class Settings(BaseSettings):
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
     rag_apps: list[RagConfig] = Field(default_factory=lambda: [RagConfig()])
 
     @classmethod

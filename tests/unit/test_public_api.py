@@ -8,7 +8,7 @@ import pytest
 
 EXPECTED = {
     "llmops": {"ModelConfig", "Platform", "RagConfig", "Settings", "__version__"},
-    "llmops.store": {"Base", "Journal", "Store", "StoreError"},
+    "llmops.store": {"AuditHook", "Base", "Journal", "Store", "StoreError"},
     "llmops.knowledge": {
         "CachedEmbedder", "Chunk", "Chunker", "ChunkingConfig", "CsvParser", "DocumentProcessor", "DocxParser",
         "Embedder", "EmbeddingCache", "EmbeddingModelMismatchError", "ExactVectorIndex", "FetchError", "FilterError",
@@ -19,7 +19,7 @@ EXPECTED = {
         "RecursiveTokenChunker", "RerankError", "Reranker", "RetrievalMode", "RetrievedChunk", "Section",
         "SemanticChunker", "SentenceChunker", "SnapshotDiff", "SnapshotError", "SnapshotInfo", "SourceError",
         "TantivyKeywordIndex", "TextParser", "TokenCounter", "VectorIndex", "build_chunker", "clean_text",
-        "default_parsers", "fetch_url", "open_indexes",
+        "default_parsers", "apost_json", "fetch_url", "open_indexes",
     },
     "llmops.prompts": {
         "ALLOWED_STAGE_MOVES", "DEFAULT_RAG_PROMPT", "DEFAULT_RAG_PROMPT_NAME", "DEFAULT_RAG_VARIABLES",
@@ -28,7 +28,7 @@ EXPECTED = {
         "PromptNotFoundError", "PromptRegistry", "PromptSpec", "PromptTemplateError", "PromptVersion", "PushReport",
         "ReviewRefusedError", "TemplateRenderer", "VersionInfo", "compare", "pull_prompts", "push_prompts",
     },
-    "llmops.governance": {"ROLES", "RoleDirectory"},
+    "llmops.governance": {"ROLES", "AuditLog", "AuditVerification", "RoleDirectory", "content_hash"},
     "llmops.evaluation": {
         "Agreement", "AsyncMetric", "DatasetFileError", "DatasetNotFoundError", "DatasetRegistry", "DatasetVersion",
         "Draft", "EvalAssertion", "EvalConfig", "EvalConfigError", "Evaluator", "Example", "ExperimentComparison",
@@ -67,8 +67,15 @@ EXPECTED = {
         "new_request_id",
     },
     "llmops.observability": {
-        "REQUEST_ID", "MetricsSpanProcessor", "PlatformMetrics", "StoreSpanProcessor", "TraceNotFoundError",
-        "TraceReader", "Tracing",
+        "DIMENSIONS", "METRICS", "REQUEST_ID", "Aggregate", "DriftDetector", "DriftMonitor", "DriftResult",
+        "MetricsQuery", "MetricsSpanProcessor", "PlatformMetrics", "StoreSpanProcessor", "TopicCluster",
+        "TraceNotFoundError", "TraceReader", "TraceRetention", "Tracing", "UnknownMetricError", "otlp_span_processor",
+    },
+    "llmops.loop": {
+        "ACTIONS", "BUILTIN_RUNBOOKS", "FEEDBACK_KINDS", "Action", "ActionContext", "ActionError", "Feedback",
+        "FeedbackError", "FeedbackStore", "RequestEventsProcessor", "ReviewQueue", "RuleError", "Runbook",
+        "RunbookError", "Step", "TriggerEngine", "TriggerRule", "UnknownRequestError", "load_actions", "load_rules",
+        "load_runbooks",
     },
     "llmops.server": {"app_from_settings", "create_app", "tune_garbage_collector"},
     "llmops.cli": {"app", "main"},

@@ -21,8 +21,10 @@ TABLES = {
     "guardrail_policy_labels", "guardrail_policy_history", "knowledge_sources", "snapshot_changes",
     "chunking_configs", "embedding_cache", "knowledge_index_state", "eval_datasets", "eval_dataset_versions",
     "eval_dataset_items", "eval_dataset_drafts", "eval_experiments", "eval_results", "eval_online_scores",
+    "request_metrics", "drift_observations", "drift_reports", "feedback", "trigger_firings", "action_runs",
+    "review_items", "trigger_rules", "audit_log",
 }  # fmt: skip
-HEAD = "0006"
+HEAD = "0007"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:

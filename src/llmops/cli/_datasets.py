@@ -150,13 +150,17 @@ def from_traces(
     max_grounding: Annotated[float | None, typer.Option(help="only answers with a grounding score below this")] = None,
     topic: Annotated[str | None, typer.Option(help="only questions containing all these words")] = None,
     since_hours: Annotated[float | None, typer.Option(help="only the last N hours")] = None,
+    negative_feedback: Annotated[
+        bool, typer.Option(help="only requests that got a thumbs down, a low rating, a correction or a flag")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 200,
 ) -> None:
     """Queue production questions that match the filters as drafts (review them before they enter a version)."""
     since = datetime.now(UTC) - timedelta(hours=since_hours) if since_hours is not None else None
     with open_platform() as platform:
+        request_ids = platform.feedback.negative_request_ids(app=app, since=since) if negative_feedback else None
         traces = platform.traces.select_answers(
-            app=app, max_grounding=max_grounding, topic=topic, since=since, limit=limit
+            app=app, max_grounding=max_grounding, topic=topic, since=since, limit=limit, request_ids=request_ids
         )
         ids = platform.datasets.add_drafts(name, examples_from_traces(traces), origin="traces")
     console.print(f"queued {len(ids)} draft(s) for {name}; review with `llmops eval dataset review {name}`")

@@ -16,6 +16,15 @@ from llmops.cli._evaluation import eval_app
 from llmops.cli._gateway import gateway_app
 from llmops.cli._guardrails import guardrails_app
 from llmops.cli._knowledge import index_app, ingest, search, sources_app
+from llmops.cli._loop import (
+    audit_app,
+    drift_app,
+    feedback_app,
+    metrics_app,
+    reviews_app,
+    runbooks_app,
+    triggers_app,
+)
 from llmops.cli._prompts import prompts_app, roles_app
 
 __all__ = ["app", "main"]
@@ -28,6 +37,13 @@ app.add_typer(guardrails_app, name="guardrails")
 app.add_typer(sources_app, name="sources")
 app.add_typer(index_app, name="index")
 app.add_typer(eval_app, name="eval")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(triggers_app, name="triggers")
+app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(reviews_app, name="reviews")
+app.add_typer(drift_app, name="drift")
+app.add_typer(metrics_app, name="metrics")
+app.add_typer(audit_app, name="audit")
 app.command()(ingest)
 app.command()(search)
 

@@ -19,9 +19,23 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at: float | None = None
         self._probing = False
+        self._held_until: float | None = None
+
+    def hold_open(self, seconds: float) -> None:
+        """Send nothing to this upstream for ``seconds`` (an operator or a runbook failing it over), then probe."""
+        self._held_until = self._clock() + seconds
+        self._opened_at = self._held_until - self.cooldown
+        self._probing = False
+
+    def release(self) -> None:
+        """End a hold: close the circuit now."""
+        self._held_until = None
+        self.record_success()
 
     @property
     def state(self) -> str:
+        if self._held_until is not None and self._clock() < self._held_until:
+            return "open"
         if self._opened_at is None:
             return "closed"
         return "half-open" if self._clock() - self._opened_at >= self.cooldown else "open"

@@ -505,6 +505,13 @@ class Gateway:
             attributes["llmops.retries"] = attempts.count - attempts.tried
         if attempts.failed:
             attributes["llmops.fallbacks"] = attempts.failed
+        # Who the call is attributed to: request metrics aggregate cost by user, team and app.
+        if caller.user:
+            attributes["llmops.caller.user"] = caller.user
+        if caller.team:
+            attributes["llmops.caller.team"] = caller.team
+        if caller.app:
+            attributes["llmops.caller.app"] = caller.app
         span.set_attributes(attributes)
         if alerts:
             span.add_event("budget.soft_limit", {"alerts": alerts})

@@ -211,6 +211,20 @@ class LimitEnforcer:
         self._limits = list(limits)
         self.counters = counters
 
+    @property
+    def limits(self) -> list[LimitConfig]:
+        return list(self._limits)
+
+    def set_limit(self, limit: LimitConfig) -> LimitConfig | None:
+        """Add a limit, or replace the one with the same name (a runbook throttling a caller); returns the one it
+        replaced. The change holds in this process until restart: configuration stays the source of truth."""
+        for i, existing in enumerate(self._limits):
+            if existing.name == limit.name:
+                self._limits[i] = limit
+                return existing
+        self._limits.append(limit)
+        return None
+
     def applicable(self, caller: Caller) -> list[tuple[LimitConfig, str]]:
         return [
             (limit, value)

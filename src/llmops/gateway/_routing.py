@@ -89,6 +89,17 @@ class Router:
                 names.append(extra)
         return names
 
+    def set_weights(self, weights: dict[str, float]) -> dict[str, float]:
+        """Shift a weighted router's split (e.g. away from a degraded model); returns the previous weights."""
+        unknown = [a for a in weights if a not in self._models]
+        if unknown:
+            raise ValueError(f"router {self.config.name!r}: unknown models {unknown}")
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError("weights must be non-negative and at least one positive")
+        previous = dict(self.config.weights)
+        self.config = self.config.model_copy(update={"weights": dict(weights)})
+        return previous
+
     def choose(self, request: ChatRequest) -> Route:
         policy = self.config.policy
         needs = needed_capabilities(request) | set(self.config.require)

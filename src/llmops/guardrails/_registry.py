@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from llmops.guardrails._policy import GuardrailPolicy, PolicyError
 from llmops.guardrails._tables import PolicyHistoryRow, PolicyLabelRow, PolicyRow, PolicyVersionRow
 from llmops.prompts._cache import StaleCache
-from llmops.store import Store
+from llmops.store import AuditHook, Store
 
 __all__ = ["PolicyChange", "PolicyNotFoundError", "PolicyRegistry", "PolicyVersion"]
 
@@ -112,9 +112,17 @@ class PolicyRegistry:
     """
 
     def __init__(
-        self, store: Store, *, environments: Iterable[str], default_environment: str, cache_ttl: float
+        self,
+        store: Store,
+        *,
+        environments: Iterable[str],
+        default_environment: str,
+        cache_ttl: float,
+        audit: AuditHook | None = None,
     ) -> None:
+        """``audit`` is told of every label move and rollback (the platform passes the governance audit log)."""
         self._store = store
+        self._audit = audit
         self.environments = tuple(_check_name("environment", e) for e in environments)
         if default_environment not in self.environments:
             raise ValueError(f"default environment {default_environment!r} is not one of {self.environments}")
@@ -354,6 +362,16 @@ class PolicyRegistry:
                 )  # fmt: skip
         except IntegrityError as exc:  # another writer created the same label first
             raise RuntimeError(f"concurrent change to guardrail policy {name!r} {env}/{label}; retry") from exc
+        if self._audit is not None:
+            self._audit(
+                by,
+                f"guardrail_policy.label.{kind}",
+                "guardrail_label",
+                f"{name}/{env}/{label}",
+                before={"version": previous} if previous is not None else None,
+                after={"version": version},
+                details={"policy": name, "from_version": previous, "to_version": version, "reason": reason},
+            )
 
     def history(self, name: str) -> list[PolicyChange]:
         """Every new version, label move and rollback of the policy, oldest first."""

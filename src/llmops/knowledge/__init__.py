@@ -7,7 +7,7 @@ from llmops.knowledge._chunkers import FixedTokenChunker, SemanticChunker, Sente
 from llmops.knowledge._chunking_config import ChunkingConfig, build_chunker
 from llmops.knowledge._embedder import Embedder, MiniLMEmbedder, TokenCounter
 from llmops.knowledge._embedding_cache import CachedEmbedder, EmbeddingCache, InMemoryEmbeddingCache
-from llmops.knowledge._fetch import FetchError, fetch_url
+from llmops.knowledge._fetch import FetchError, apost_json, fetch_url
 from llmops.knowledge._filters import FilterError, MetadataFilter
 from llmops.knowledge._hnsw import HnswVectorIndex
 from llmops.knowledge._index import ExactVectorIndex, KeywordIndex, VectorIndex
@@ -88,6 +88,7 @@ __all__ = [
     "TextParser",
     "TokenCounter",
     "VectorIndex",
+    "apost_json",
     "build_chunker",
     "clean_text",
     "default_parsers",

@@ -315,6 +315,50 @@ class KnowledgeBase:
             versions = session.scalar(select(func.count()).select_from(ChunkRow)) or 0
         return {"documents": documents, "chunks": chunks, "chunk_versions": versions, "snapshot_id": served}
 
+    def pending_changes(self, location: str | None = None) -> dict[str, Any]:
+        """What the next ingestion run of a registered file source (or of every one) would pick up, without
+        reading documents: files not ingested yet, files modified (size or mtime) since they were, and documents
+        whose file is gone. URL sources are not polled (fetching is the expensive part); they are counted apart."""
+        from llmops.knowledge._sources import SourceError, list_documents
+        from llmops.knowledge._tables import DocumentRow
+
+        sources = [self.sources.get(location)] if location is not None else self.sources.list()
+        if location is not None and sources[0] is None:
+            raise LookupError(f"no registered source {location!r}")
+        new: list[str] = []
+        modified: list[str] = []
+        removed: list[str] = []
+        unpolled: list[str] = []
+        suffixes = set(self.supported_suffixes)
+        for source in sources:
+            assert source is not None
+            if source.kind == "url":
+                unpolled.append(source.location)
+                continue
+            try:
+                listed, _skipped = list_documents(source, suffixes, self._fetch)
+            except SourceError:
+                continue  # a vanished folder removes nothing (as in ingestion)
+            with self._store.session() as session:
+                known = {
+                    row.source: (row.size_bytes, row.ingested_at)
+                    for row in session.scalars(select(DocumentRow).where(DocumentRow.source_id == source.id))
+                }
+            present = set()
+            for document in listed:
+                present.add(document.uri)
+                state = known.get(document.uri)
+                if state is None:
+                    new.append(document.uri)
+                    continue
+                stat = Path(document.uri).stat()
+                ingested = state[1] if state[1].tzinfo else state[1].replace(tzinfo=UTC)
+                if stat.st_size != state[0] or datetime.fromtimestamp(stat.st_mtime, UTC) > ingested:
+                    modified.append(document.uri)
+            removed.extend(uri for uri in known if uri not in present)
+        return {"new": new, "modified": modified, "removed": removed, "unpolled_urls": unpolled,
+                "changes": len(new) + len(modified) + len(removed)}  # fmt: skip
+
     def close(self) -> None:
         self.vector_index.close()
         self.keyword_index.close()

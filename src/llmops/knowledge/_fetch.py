@@ -35,6 +35,7 @@ __all__ = [
     "HostResolver",
     "address_refusal",
     "afetch_url",
+    "apost_json",
     "fetch_url",
     "suffix_for_content_type",
 ]
@@ -316,6 +317,50 @@ async def _fetch(url: str, *, max_bytes: int, allow_private: bool, resolve: Host
             except aiohttp.ClientError as exc:
                 raise FetchError(f"could not fetch {current}: {type(exc).__name__}: {exc}") from exc
     raise FetchError(f"too many redirects (more than {MAX_REDIRECTS}) from {url}")
+
+
+async def apost_json(
+    url: str,
+    payload: object,
+    *,
+    timeout: float,
+    allow_private: bool = False,
+    resolve: HostResolver | None = None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """POST ``payload`` as JSON to ``url`` under the same SSRF rules as `afetch_url` and return the HTTP status.
+
+    Webhooks use it. A redirect is not followed (a webhook that redirects is misconfigured or hostile), and at most
+    64 KiB of the response is read. Raises `FetchError` when refused, unreachable, or on a non-2xx status.
+    """
+    import aiohttp
+    import orjson
+    from yarl import URL
+
+    try:
+        target = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise FetchError(f"not a valid URL: {url!r} ({exc})") from exc
+    host = _check_url(target)
+    resolver, pins = _pinned_resolver()
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(timeout):
+            pins[_host_key(host)] = await _checked_addresses(host, port, trusted=allow_private, resolve=resolve)
+            connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False)
+            sent = {"User-Agent": _USER_AGENT, "Content-Type": "application/json", **(headers or {})}
+            async with (
+                aiohttp.ClientSession(connector=connector, trust_env=False) as session,
+                session.post(target, data=orjson.dumps(payload), headers=sent, allow_redirects=False) as response,
+            ):
+                await response.content.read(64 * 1024)
+                if not 200 <= response.status < 300:
+                    raise FetchError(f"HTTP {response.status} {response.reason or ''} from {target}".rstrip())
+                return response.status
+    except TimeoutError as exc:
+        raise FetchError(f"timed out after {timeout:g} s posting to {url}") from exc
+    except aiohttp.ClientError as exc:
+        raise FetchError(f"could not post to {target}: {type(exc).__name__}: {exc}") from exc
 
 
 async def _read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import or_, select
 
 from llmops.evaluation._tables import OnlineScoreRow
-from llmops.observability._tables import SpanRow, TraceRow
+from llmops.observability._tables import RequestMetricRow, SpanRow, TraceRow
 from llmops.store import Journal, Store
 
 __all__ = ["TraceNotFoundError", "TraceReader"]
@@ -120,11 +120,41 @@ class TraceReader:
                     break
         return found
 
-    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+    def recent(
+        self,
+        limit: int = 20,
+        *,
+        q: str | None = None,
+        status: str | None = None,
+        app: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest stored traces, optionally only those whose request id, trace id or name contains ``q``,
+        with ``status`` (ok, error), of ``app``, or since a moment. Each has the request's metrics when known."""
         self._journal.flush()
+        query = select(TraceRow).order_by(TraceRow.created_at.desc()).limit(limit)
+        if q:
+            pattern = f"%{q}%"
+            query = query.where(
+                or_(TraceRow.request_id.like(pattern), TraceRow.trace_id.like(pattern), TraceRow.name.like(pattern))
+            )
+        if status:
+            query = query.where(TraceRow.status == status)
+        if since is not None:
+            query = query.where(TraceRow.created_at >= since)
+        if app:
+            query = query.where(
+                TraceRow.request_id.in_(select(RequestMetricRow.request_id).where(RequestMetricRow.app == app))
+            )
         with self._store.session() as session:
-            rows = session.scalars(select(TraceRow).order_by(TraceRow.created_at.desc()).limit(limit)).all()
-        return [_summary(r) for r in rows]
+            rows = session.scalars(query).all()
+            metrics = {
+                m.request_id: m
+                for m in session.scalars(
+                    select(RequestMetricRow).where(RequestMetricRow.request_id.in_([r.request_id for r in rows]))
+                )
+            }
+        return [{**_summary(r), **_metrics_summary(metrics.get(r.request_id))} for r in rows]
 
 
 def _summary(row: TraceRow) -> dict[str, Any]:
@@ -136,4 +166,17 @@ def _summary(row: TraceRow) -> dict[str, Any]:
         "duration_ms": row.duration_ms,
         "status": row.status,
         "attributes": row.attributes,
+    }
+
+
+def _metrics_summary(row: RequestMetricRow | None) -> dict[str, Any]:
+    if row is None:
+        return {}
+    return {
+        "app": row.app,
+        "model": row.model,
+        "prompt_version": row.prompt_version,
+        "cost_usd": row.cost_usd,
+        "grounding_score": row.grounding_score,
+        "blocked": row.blocked,
     }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
+from llmops.observability._request_metrics import request_metrics_row
 from llmops.store import Journal
 
 __all__ = ["REQUEST_ID", "StoreSpanProcessor", "Tracing", "span_attributes", "status_name"]
@@ -46,12 +46,20 @@ class StoreSpanProcessor(SpanProcessor):
 
     The root span ends inside the request handler, so the trace is durable (in the journal, which survives a killed
     process) before the response goes out; the journal drains it into the store within milliseconds.
+
+    Every request gets its ``request_metrics`` row in the same line, sampled or not. The spans of a successful
+    request are kept for ``sample_rate`` of the traces (decided on the trace id, so replicas agree); errors and
+    guardrail blocks are always kept, and the last ``sampled_out_buffer`` sampled-out traces stay in memory so that
+    negative feedback arriving later can still keep them (`keep`).
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, *, sample_rate: float = 1.0, sampled_out_buffer: int = 5_000) -> None:
         self._journal = journal
         self._open: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
         self._lock = threading.Lock()
+        self._threshold = int(sample_rate * (1 << 32))
+        self._sampled_out: OrderedDict[str, tuple[ReadableSpan, list[ReadableSpan]]] = OrderedDict()
+        self._buffer = sampled_out_buffer
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.get_span_context()
@@ -68,10 +76,50 @@ class StoreSpanProcessor(SpanProcessor):
             del self._open[context.trace_id]
         self._write(span, spans)
 
-    def _write(self, root: ReadableSpan, spans: Iterable[ReadableSpan]) -> None:
+    def keep(self, request_id: str) -> bool:
+        """Store a sampled-out trace after all (feedback flagged it); False when it is not held any more."""
+        with self._lock:
+            held = self._sampled_out.pop(request_id, None)
+        if held is None:
+            return False
+        root, spans = held
+        trace_row, span_rows = self._rows(root, span_attributes(root), spans, request_id)
+        self._journal.append({"traces": [trace_row], "spans": span_rows})
+        return True
+
+    def _sampled(self, root: ReadableSpan, attributes: dict[str, Any], status: str) -> bool:
+        if status == "error" or attributes.get("llmops.guardrails.blocked_by"):
+            return True
+        return (root.get_span_context().trace_id & 0xFFFFFFFF) < self._threshold  # type: ignore[union-attr]
+
+    def _write(self, root: ReadableSpan, spans: list[ReadableSpan]) -> None:
         trace_id = format_trace_id(root.get_span_context().trace_id)  # type: ignore[union-attr]
         attributes = span_attributes(root)
         request_id = str(attributes.get(REQUEST_ID) or f"trace_{trace_id}")
+        status = status_name(root)
+        sampled = self._sampled(root, attributes, status)
+        pairs = [(s, attributes if s is root else span_attributes(s)) for s in spans]
+        metrics = request_metrics_row(request_id, trace_id, root, attributes, pairs, status=status, sampled=sampled)
+        if not sampled:
+            with self._lock:
+                if self._buffer:
+                    self._sampled_out[request_id] = (root, spans)
+                    if len(self._sampled_out) > self._buffer:
+                        self._sampled_out.popitem(last=False)
+            self._journal.append({"request_metrics": [metrics]})
+            return
+        trace_row, span_rows = self._rows(root, attributes, spans, request_id, pairs)
+        self._journal.append({"traces": [trace_row], "spans": span_rows, "request_metrics": [metrics]})
+
+    def _rows(
+        self,
+        root: ReadableSpan,
+        attributes: dict[str, Any],
+        spans: list[ReadableSpan],
+        request_id: str,
+        pairs: list[tuple[ReadableSpan, dict[str, Any]]] | None = None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        trace_id = format_trace_id(root.get_span_context().trace_id)  # type: ignore[union-attr]
         # The trace row indexes the request; its attributes live once, on the root span (read back from there).
         trace_row = {
             "request_id": request_id,
@@ -83,7 +131,7 @@ class StoreSpanProcessor(SpanProcessor):
             "attributes": "{}",
         }
         span_rows = []
-        for span in spans:
+        for span, span_attrs in pairs or [(s, attributes if s is root else span_attributes(s)) for s in spans]:
             context = span.get_span_context()
             assert context is not None
             span_rows.append(
@@ -98,7 +146,7 @@ class StoreSpanProcessor(SpanProcessor):
                     "status": status_name(span),
                     "status_message": span.status.description,
                     # JSON columns go into the journal already serialised, so draining does not redo it.
-                    "attributes": orjson.dumps(attributes if span is root else span_attributes(span)).decode(),
+                    "attributes": orjson.dumps(span_attrs).decode(),
                     "events": orjson.dumps(
                         [
                             {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})}
@@ -107,11 +155,12 @@ class StoreSpanProcessor(SpanProcessor):
                     ).decode(),
                 }
             )
-        self._journal.append({"traces": [trace_row], "spans": span_rows})
+        return trace_row, span_rows
 
     def shutdown(self) -> None:
         with self._lock:
             self._open.clear()
+            self._sampled_out.clear()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
@@ -129,9 +178,19 @@ def _duration_ms(span: ReadableSpan) -> float:
 class Tracing:
     """The platform's tracer provider and tracer; extra processors (metrics, exporters) are added by the owner."""
 
-    def __init__(self, journal: Journal, *, service_name: str = "llmops") -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        service_name: str = "llmops",
+        sample_rate: float = 1.0,
+        sampled_out_buffer: int = 5_000,
+    ) -> None:
         self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-        self.provider.add_span_processor(StoreSpanProcessor(journal))
+        self.store_processor = StoreSpanProcessor(
+            journal, sample_rate=sample_rate, sampled_out_buffer=sampled_out_buffer
+        )
+        self.provider.add_span_processor(self.store_processor)
         self.tracer: trace.Tracer = self.provider.get_tracer("llmops")
 
     def add_processor(self, processor: SpanProcessor) -> None:

@@ -29,7 +29,7 @@ from llmops.prompts._model import (
 )
 from llmops.prompts._tables import LabelHistoryRow, PromptLabelRow, PromptRow, PromptStageRow, PromptVersionRow
 from llmops.prompts._template import PromptTemplateError, TemplateRenderer
-from llmops.store import Store
+from llmops.store import AuditHook, Store
 
 __all__ = ["HistoryEntry", "PromptNotFoundError", "PromptRegistry", "VersionInfo"]
 
@@ -102,7 +102,10 @@ class PromptRegistry:
         environments: Iterable[str] = DEFAULT_ENVIRONMENTS,
         default_environment: str = "dev",
         cache_ttl: float = 10.0,
+        audit: AuditHook | None = None,
     ) -> None:
+        """``audit(actor, action, object_type, object_id, before=, after=, details=)`` is told of every label
+        move and rollback (the platform passes the governance audit log)."""
         from llmops.prompts._approvals import Approvals
         from llmops.prompts._experiments import Experiments
 
@@ -116,6 +119,7 @@ class PromptRegistry:
         self._versions_cache: dict[tuple[str, int], PromptVersion] = {}  # versions never change: no expiry
         self.approvals = Approvals(store, self, roles or (lambda _user: frozenset()))
         self.experiments = Experiments(store, self, cache_ttl=cache_ttl)
+        self._audit = audit
 
     # ---- versions ---------------------------------------------------------------------------------------------
 
@@ -427,6 +431,16 @@ class PromptRegistry:
                     detail=reason,
                     change_request_id=change_request_id,
                 )
+            )
+        if self._audit is not None:
+            self._audit(
+                by,
+                f"prompt.label.{kind}",
+                "prompt_label",
+                f"{name}/{environment}/{label}",
+                before={"version": previous} if previous is not None else None,
+                after={"version": version},
+                details={"prompt": name, "from_version": previous, "to_version": version, "reason": reason},
             )
 
     def history(self, name: str) -> list[HistoryEntry]:

@@ -37,8 +37,13 @@ def api_router(platform: Platform) -> APIRouter:
         return answer.to_dict()
 
     @router.get("/api/traces")
-    async def recent_traces(limit: int = Query(default=20, ge=1, le=500)) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(platform.traces.recent, limit)
+    async def recent_traces(
+        limit: int = Query(default=20, ge=1, le=500),
+        q: str | None = Query(default=None, max_length=200, description="part of a request id, trace id or name"),
+        status: str | None = Query(default=None, pattern="^(ok|error)$"),
+        app: str | None = None,
+    ) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(lambda: platform.traces.recent(limit, q=q, status=status, app=app))
 
     @router.get("/api/traces/{request_id}")
     async def get_trace(request_id: str) -> dict[str, Any]:

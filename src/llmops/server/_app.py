@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -20,12 +24,13 @@ from llmops.server._eval_api import eval_router
 from llmops.server._guardrails_api import guardrails_router
 from llmops.server._knowledge_api import knowledge_router
 from llmops.server._limits import BodySizeLimit
+from llmops.server._loop_api import loop_router
 from llmops.server._openai_api import openai_router
 from llmops.server._prompts_api import prompts_router
 
 __all__ = ["app_from_settings", "create_app", "tune_garbage_collector"]
 
-_PAGES = {"/": "index.html", "/prompts": "prompts.html"}
+_PAGES = {"/": "index.html", "/prompts": "prompts.html", "/observe": "observe.html"}
 
 
 def create_app(platform: Platform) -> ASGIApp:
@@ -59,7 +64,11 @@ def _fastapi(platform: Platform) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        housekeeping = asyncio.create_task(_housekeeping(platform))
         yield
+        housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await housekeeping
         # Upstream connection pools belong to this event loop: close them on it.
         await platform.gateway.aclose()
 
@@ -71,6 +80,7 @@ def _fastapi(platform: Platform) -> FastAPI:
     app.include_router(guardrails_router(platform))
     app.include_router(knowledge_router(platform))
     app.include_router(eval_router(platform))
+    app.include_router(loop_router(platform))
     static = resources.files("llmops.server") / "_static"
     pages = {path: (static / file).read_text(encoding="utf-8") for path, file in _PAGES.items()}
 
@@ -82,4 +92,30 @@ def _fastapi(platform: Platform) -> FastAPI:
     async def prompts_page() -> str:
         return pages["/prompts"]
 
+    @app.get("/observe", response_class=HTMLResponse, include_in_schema=False)
+    async def observe_page() -> str:
+        return pages["/observe"]
+
     return app
+
+
+_PRUNE_EVERY_S = 3600.0
+logger = logging.getLogger("llmops.server")
+
+
+async def _housekeeping(platform: Platform) -> None:
+    """Evaluate the trigger rules every ``triggers.interval_s`` and apply trace retention hourly, off the event loop."""
+    interval = platform.settings.triggers.interval_s
+    last_prune = 0.0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(platform.triggers.evaluate)
+        except Exception:
+            logger.exception("evaluating trigger rules failed; will retry")
+        if time.monotonic() - last_prune >= _PRUNE_EVERY_S:
+            last_prune = time.monotonic()
+            try:
+                await asyncio.to_thread(platform.trace_retention.prune)
+            except Exception:
+                logger.exception("trace retention failed; will retry")

@@ -11,6 +11,7 @@ from llmops.gateway import _tables as _gateway_tables  # noqa: F401
 from llmops.governance import _tables as _governance_tables  # noqa: F401
 from llmops.guardrails import _tables as _guardrail_tables  # noqa: F401
 from llmops.knowledge import _tables as _knowledge_tables  # noqa: F401
+from llmops.loop import _tables as _loop_tables  # noqa: F401
 from llmops.observability import _tables as _observability_tables  # noqa: F401
 from llmops.prompts import _tables as _prompt_tables  # noqa: F401
 from llmops.store import Base
