@@ -224,7 +224,8 @@ def test_production_changes_wait_for_an_approver(ingested: Platform) -> None:
 def test_bad_rules_are_refused_with_the_reason(ingested: Platform) -> None:
     engine = ingested.triggers
     cases = [
-        ({"name": "x", "when": {"metric": "requests", "op": "<"}, "actions": [{"alert": {"message": "m"}}]}, "threshold"),
+        ({"name": "x", "when": {"metric": "requests", "op": "<"}, "actions": [{"alert": {"message": "m"}}]},
+         "threshold"),
         ({"name": "x", "when": {"metric": "requests", "op": "<", "threshold": 1}, "actions": [{"explode": {}}]},
          "unknown action 'explode'"),
         ({"name": "x", "when": {"metric": "requests", "op": "<", "threshold": 1},
@@ -254,7 +255,12 @@ def test_feedback_and_guardrail_events_fire_event_rules(ingested: Platform) -> N
 def test_a_changed_source_fires_a_reindex(ingested: Platform, tmp_path: Path) -> None:
     corpus = str((tmp_path / "corpus").resolve())
     ingested.triggers.add_rule(
-        {"name": "docs", "when": {"source_changed": corpus}, "cooldown_s": 0, "actions": [{"reindex": {"source": corpus}}]},
+        {
+            "name": "docs",
+            "when": {"source_changed": corpus},
+            "cooldown_s": 0,
+            "actions": [{"reindex": {"source": corpus}}],
+        },
         by="alice",
     )
     assert ingested.triggers.evaluate() == []
@@ -274,7 +280,9 @@ def test_runbooks_fail_over_throttle_and_check_their_parameters(ingested: Platfo
     firing = ingested.run_runbook("provider-outage", {"model": LOCAL_MODEL, "seconds": 60}, by="oncall")
     assert firing["status"] == "acted"
     assert ingested.gateway.breaker(LOCAL_MODEL).state == "open"
-    firing = ingested.run_runbook("cost-spike", {"scope": "user", "value": "bob", "requests_per_minute": 2}, by="oncall")
+    firing = ingested.run_runbook(
+        "cost-spike", {"scope": "user", "value": "bob", "requests_per_minute": 2}, by="oncall"
+    )
     assert firing["status"] == "acted"
     assert any(limit.name == "throttle-user-bob" for limit in ingested.gateway.limits.limits)
     with pytest.raises(RunbookError, match="needs model"):
@@ -306,7 +314,7 @@ def webhook_server() -> Iterator[tuple[str, list[bytes]]]:
     received: list[bytes] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        def do_POST(self) -> None:
             received.append(self.rfile.read(int(self.headers["content-length"])))
             self.send_response(204)
             self.end_headers()

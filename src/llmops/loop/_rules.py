@@ -55,12 +55,14 @@ class MetricCondition(_Condition):
     app: str | None = None
     where: dict[str, Any] = Field(default_factory=dict)
     window_s: float = Field(default=600.0, gt=0, le=90 * 86_400)
+    last: int | None = Field(default=None, ge=1, description="only the newest N observations in the window")
     min_count: int = Field(default=1, ge=1, description="fewer observations than this never fire")
     op: Op
     threshold: float
 
     def describe(self) -> str:
-        return f"{self.metric}{'@' + self.app if self.app else ''} over {self.window_s:g}s {self.op} {self.threshold:g}"
+        scope = f"last {self.last} in {self.window_s:g}s" if self.last else f"{self.window_s:g}s"
+        return f"{self.metric}{'@' + self.app if self.app else ''} over {scope} {self.op} {self.threshold:g}"
 
 
 class DriftCondition(_Condition):

@@ -189,7 +189,7 @@ class TriggerEngine:
         inputs: dict[str, Any] = {"condition": when.describe(), "when": when.model_dump(mode="json")}
         if isinstance(when, MetricCondition):
             aggregate = self._metrics.value(
-                when.metric, app=when.app, window_s=when.window_s, where=when.where, now=now
+                when.metric, app=when.app, window_s=when.window_s, where=when.where, last=when.last, now=now
             )
             inputs.update(value=aggregate.value, count=aggregate.count)
             holds = (
