@@ -48,6 +48,7 @@ class TraceReader:
                 select(SpanRow).where(SpanRow.trace_id == row.trace_id).order_by(SpanRow.start_ns)
             ).all()
             scores = session.scalars(select(OnlineScoreRow).where(OnlineScoreRow.trace_id == row.trace_id)).all()
+            metrics = session.get(RequestMetricRow, row.request_id)
         depth: dict[str, int] = {}
         out_spans = []
         summary = _summary(row)
@@ -71,7 +72,7 @@ class TraceReader:
                 }
             )
         online = {s.metric: {"value": s.value, "error": s.error} for s in scores}
-        return {**summary, "spans": out_spans, "online_scores": online}
+        return {**summary, **_metrics_summary(metrics), "spans": out_spans, "online_scores": online}
 
     def select_answers(
         self,

@@ -89,7 +89,8 @@ def _monitoring_routes(router: APIRouter, platform: Platform) -> None:
     async def metric_catalog() -> dict[str, Any]:
         return {
             "metrics": {name: about for name, (about, _) in METRICS.items()},
-            "extra": [n for n in platform.request_metrics.names() if n not in METRICS],
+            "extra": [n for n in platform.request_metrics.names() if n not in METRICS and "<" not in n],
+            "online": [f"online:{name}" for name in platform.settings.evaluation.online_metrics],
             "dimensions": list(DIMENSIONS),
         }
 
