@@ -330,6 +330,7 @@ class Platform:
             backend_key=backend_key,
             fetch=fetch,
             rerankers=rerankers,
+            tracer=self.tracing.tracer,
         )
 
     def _seed_prompts(self) -> None:

@@ -351,3 +351,12 @@ def _step(action: str, **params: object) -> object:
     from llmops.loop import Step
 
     return Step(action, dict(params))
+
+
+def test_an_ingestion_run_is_traced_with_what_it_did(ingested: Platform) -> None:
+    (run,) = [t for t in ingested.traces.recent(50) if t["name"] == "ingest"]
+    trace = ingested.traces.get(run["request_id"])
+    attributes = trace["attributes"]
+    assert attributes["llmops.ingest.added"] == 6 and attributes["llmops.ingest.chunks_written"] > 0
+    assert attributes["llmops.index.snapshot"] == ingested.knowledge.snapshot_id
+    assert [s["name"] for s in trace["spans"]] == ["ingest", "index.catch_up"]

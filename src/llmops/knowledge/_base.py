@@ -7,6 +7,7 @@ are caught up from it after every run and on start, so the two never disagree fo
 from __future__ import annotations
 
 import random
+import secrets
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,8 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
 from sqlalchemy import func, select
 
+from llmops._spans import mark_error
 from llmops.knowledge._chunking_config import ChunkingConfig, build_chunker
 from llmops.knowledge._embedder import Embedder
 from llmops.knowledge._embedding_cache import CachedEmbedder
@@ -66,9 +69,12 @@ class KnowledgeBase:
         backend_key: str,
         fetch: Any = None,
         rerankers: Mapping[str, Reranker] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
+        """``tracer`` records each ingestion run as a trace (``ingest``), like a request."""
         chunking.check_fits(embedder)
         self._store = store
+        self._tracer = tracer or trace.NoOpTracer()
         self.embedder = embedder
         self.chunking = chunking
         self._chunker = build_chunker(chunking, embedder)
@@ -130,13 +136,41 @@ class KnowledgeBase:
         ingestor = Ingestor(
             self._store, self.cached_embedder, self.chunking.config_id, self._parsers, self._fetch, self._lock_path
         )
-        report = ingestor.run(
-            sources,
-            processor or LocalProcessor(self._parsers, self._chunker),
-            all_sources=all_sources,
-            on_progress=on_progress,
-        )
-        self.catch_up()
+        processor = processor or LocalProcessor(self._parsers, self._chunker)
+        with self._tracer.start_as_current_span("ingest", kind=trace.SpanKind.INTERNAL) as span:
+            span.set_attributes(
+                {
+                    "llmops.request_id": "ing_" + secrets.token_hex(8),
+                    "llmops.ingest.sources": [s.location for s in sources][:50],
+                    "llmops.ingest.all_sources": all_sources,
+                    "llmops.ingest.processor": type(processor).__name__,
+                    "gen_ai.request.model": self.embedder.name,
+                }
+            )
+            try:
+                report = ingestor.run(sources, processor, all_sources=all_sources, on_progress=on_progress)
+                with self._tracer.start_as_current_span("index.catch_up"):
+                    self.catch_up()
+            except BaseException as exc:
+                mark_error(span, exc)
+                raise
+            span.set_attributes(
+                {
+                    "llmops.index.snapshot": report.snapshot_id if report.snapshot_id is not None else -1,
+                    "llmops.ingest.added": len(report.added),
+                    "llmops.ingest.updated": len(report.updated),
+                    "llmops.ingest.unchanged": len(report.unchanged),
+                    "llmops.ingest.removed": len(report.removed),
+                    "llmops.ingest.failed": len(report.failed),
+                    "llmops.ingest.chunks_written": report.chunks_written,
+                    "llmops.ingest.chunks_embedded": report.chunks_embedded,
+                    "llmops.ingest.near_duplicates": len(report.near_duplicates),
+                    "llmops.ingest.resumed": report.resumed,
+                    **{f"llmops.ingest.{phase}_s": round(seconds, 4) for phase, seconds in report.timings.items()},
+                }
+            )
+            for source, reason in report.failed[:100]:
+                span.add_event("ingest.document_failed", {"source": source, "reason": reason[:500]})
         return report
 
     def catch_up(self, *, wait: bool = True) -> int | None:
