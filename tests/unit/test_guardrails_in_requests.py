@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,19 +20,10 @@ from llmops.server import create_app
 from llmops.store import Base
 from llmops.testing import ScriptedProvider
 
-from ..conftest import SAMPLES
 from ..helpers import recent_trace, serve_in_thread
 
 QUESTION = "How many paid time off PTO days do new employees get?"
 MODEL = "smollm2-135m-instruct"
-
-
-@pytest.fixture
-def ingested(platform: Platform, tmp_path: Path) -> Platform:
-    corpus = tmp_path / "corpus"
-    shutil.copytree(SAMPLES, corpus)
-    platform.knowledge.ingest(corpus)
-    return platform
 
 
 def use_policy(platform: Platform, policy: dict[str, Any]) -> None:

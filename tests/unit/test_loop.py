@@ -25,14 +25,6 @@ from ..conftest import LOCAL_MODEL, SAMPLES
 QUESTION = "How many paid time off PTO days do new employees get?"
 
 
-@pytest.fixture
-def ingested(platform: Platform, tmp_path: Path) -> Platform:
-    corpus = tmp_path / "corpus"
-    shutil.copytree(SAMPLES, corpus)
-    platform.knowledge.ingest(corpus)
-    return platform
-
-
 def _ask(platform: Platform, question: str = QUESTION) -> str:
     return asyncio.run(platform.rag().ask(question)).request_id
 
@@ -103,7 +95,9 @@ def test_every_request_gets_a_metrics_row_with_its_dimensions(ingested: Platform
     request_id = _ask(ingested)
     value = ingested.request_metrics.value("requests", app="handbook-rag")
     assert value.value == 1.0
-    series = ingested.request_metrics.series("cost_usd", window_s=600, bucket_s=60, group_by="prompt_version")
+    series = ingested.request_metrics.series(
+        "cost_usd", window_s=600, bucket_s=60, group_by="prompt_version", where={"kind": "rag"}
+    )
     assert [p["group"] for p in series] == [1]
     trace = ingested.traces.get(request_id)
     assert trace["attributes"]["llmops.prompt.version"] == 1
@@ -117,7 +111,7 @@ def test_sampled_out_traces_keep_metrics_and_come_back_on_negative_feedback(tmp_
         shutil.copytree(SAMPLES, corpus)
         platform.knowledge.ingest(corpus)
         first, second = _ask(platform), _ask(platform)
-        assert platform.request_metrics.value("requests").count == 2
+        assert platform.request_metrics.value("requests", app="handbook-rag").count == 2
         with pytest.raises(LookupError):
             platform.traces.get(first)
         platform.feedback.record(first, kind="thumbs", value="down", comment="wrong")
@@ -300,12 +294,15 @@ def test_a_failed_check_stops_a_runbook(ingested: Platform) -> None:
 
     firing = ingested.triggers.run(
         "manual",
-        [Step("check", {"metric": "error_rate", "op": "<", "threshold": 0.5}), Step("alert", {"message": "m"})],
+        [
+            Step("check", {"metric": "requests", "app": "handbook-rag", "op": ">=", "threshold": 1}),
+            Step("alert", {"message": "m"}),
+        ],
         {},
         source="manual",
         actor="oncall",
     )
-    assert firing["status"] == "check_failed"  # no requests: the error rate is unknown, so the check cannot hold
+    assert firing["status"] == "check_failed"  # the app has served no request
     assert [a["status"] for a in firing["actions"]] == ["check_failed", "skipped"]
 
 

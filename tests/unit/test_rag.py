@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,17 +11,7 @@ from llmops.guardrails import Finding, GuardrailPolicy
 from llmops.rag import ABSTAIN_ANSWER, RagAnswer
 from llmops.testing import ScriptedProvider
 
-from ..conftest import SAMPLES
-
 QUESTION = "How many paid time off PTO days do new employees get?"
-
-
-@pytest.fixture
-def ingested(platform: Platform, tmp_path: Path) -> Platform:
-    corpus = tmp_path / "corpus"
-    shutil.copytree(SAMPLES, corpus)
-    platform.knowledge.ingest(corpus)
-    return platform
 
 
 def test_answer_with_citations_that_map_to_chunks(ingested: Platform, scripted: ScriptedProvider) -> None:

@@ -34,7 +34,7 @@ from llmops.loop._rules import (
     parse_rules,
 )
 from llmops.loop._tables import ActionRunRow, TriggerFiringRow, TriggerRuleRow
-from llmops.observability import REQUEST_ID, MetricsQuery
+from llmops.observability import REQUEST_ID, Aggregate, MetricsQuery
 from llmops.store import AuditHook, Store
 
 __all__ = ["Step", "TriggerEngine"]
@@ -188,16 +188,8 @@ class TriggerEngine:
         when = rule.when
         inputs: dict[str, Any] = {"condition": when.describe(), "when": when.model_dump(mode="json")}
         if isinstance(when, MetricCondition):
-            aggregate = self._metrics.value(
-                when.metric, app=when.app, window_s=when.window_s, where=when.where, last=when.last, now=now
-            )
-            inputs.update(value=aggregate.value, count=aggregate.count)
-            holds = (
-                aggregate.value is not None
-                and aggregate.count >= when.min_count
-                and _COMPARE[when.op](aggregate.value, when.threshold)
-            )
-            return holds, inputs
+            holds, aggregate = self._metric_holds(when, now)
+            return holds, {**inputs, "value": aggregate.value, "count": aggregate.count}
         if isinstance(when, DriftCondition):
             if self._drift_check is None:
                 return False, inputs
@@ -218,6 +210,17 @@ class TriggerEngine:
             return False, inputs
         changes = self._pending_changes(when.source_changed)
         return changes["changes"] > 0, {**inputs, "changes": changes}
+
+    def _metric_holds(self, when: MetricCondition, now: datetime) -> tuple[bool, Aggregate]:
+        aggregate = self._metrics.value(
+            when.metric, app=when.app, window_s=when.window_s, where=when.where, last=when.last, now=now
+        )
+        holds = (
+            aggregate.value is not None
+            and aggregate.count >= when.min_count
+            and _COMPARE[when.op](aggregate.value, when.threshold)
+        )
+        return holds, aggregate
 
     # ---- running steps --------------------------------------------------------------------------------------------
 
@@ -321,37 +324,27 @@ class TriggerEngine:
             try:
                 if run.action == "check":
                     condition = MetricCondition.model_validate(run.params)
-                    value = self._metrics.value(
-                        condition.metric, app=condition.app, window_s=condition.window_s, where=condition.where
-                    )
-                    held = value.value is not None and _COMPARE[condition.op](value.value, condition.threshold)
+                    held, value = self._metric_holds(condition, datetime.now(UTC))
                     result = {"check": condition.describe(), "value": value.value, "count": value.count}
                     span.set_attribute("llmops.action.status", "done" if held else "check_failed")
                     return ("done" if held else "check_failed"), result
                 action = self.actions[run.action]
                 params = check_params(self.actions, run.action, run.params)
                 result = action.run(params, self._context(actor, firing))
-            except (ActionError, ValueError, LookupError) as exc:
+            except Exception as exc:  # a failed action is recorded, never raised into the engine
+                expected = isinstance(exc, ActionError | ValueError | LookupError)
+                if not expected:
+                    logger.exception("action %s of firing %s failed", run.action, firing["id"])
+                error = str(exc) if expected else f"{type(exc).__name__}: {exc}"
                 mark_error(span, exc)
                 self._audit(
                     actor,
                     f"action.{run.action}.failed",
                     "action_run",
                     run.id,
-                    details={"params": run.params, "error": str(exc)[:2000], "firing": firing["id"]},
+                    details={"params": run.params, "error": error[:2000], "firing": firing["id"]},
                 )
-                return "failed", {"error": str(exc)}
-            except Exception as exc:
-                logger.exception("action %s of firing %s failed", run.action, firing["id"])
-                mark_error(span, exc)
-                self._audit(
-                    actor,
-                    f"action.{run.action}.failed",
-                    "action_run",
-                    run.id,
-                    details={"params": run.params, "error": f"{type(exc).__name__}: {exc}"[:2000]},
-                )
-                return "failed", {"error": f"{type(exc).__name__}: {exc}"}
+                return "failed", {"error": error}
             span.set_attribute("llmops.action.status", "done")
         self._audit(
             actor,
@@ -386,32 +379,32 @@ class TriggerEngine:
         """Run a firing's held steps, as ``by`` (who must hold the approver or admin role)."""
         firing = self._held(firing_id, by)
         self._audit(by, "trigger.approve", "trigger_firing", firing_id, details={"rule": firing["rule"]})
-        with self._store.session() as session:
-            for row in session.scalars(
-                select(ActionRunRow).where(
-                    ActionRunRow.firing_id == firing_id, ActionRunRow.status == "pending_approval"
-                )
-            ):
-                row.decided_by = by
+        self._decide_held(firing_id, by)
         self._proceed(firing_id, firing, f"{by} (approving {firing['rule']})", approval=False)
         return self.firing(firing_id)
 
     def reject(self, firing_id: str, *, by: str, reason: str = "") -> dict[str, Any]:
         firing = self._held(firing_id, by)
-        with self._store.session() as session:
-            for row in session.scalars(
-                select(ActionRunRow).where(
-                    ActionRunRow.firing_id == firing_id, ActionRunRow.status == "pending_approval"
-                )
-            ):
-                row.status, row.decided_by, row.result = "rejected", by, {"reason": reason}
-            fired = session.get(TriggerFiringRow, firing_id)
-            assert fired is not None
-            fired.status = "rejected"
+        self._decide_held(firing_id, by, rejected=reason)
         self._audit(
             by, "trigger.reject", "trigger_firing", firing_id, details={"rule": firing["rule"], "reason": reason}
         )
         return self.firing(firing_id)
+
+    def _decide_held(self, firing_id: str, by: str, *, rejected: str | None = None) -> None:
+        """Record who decided on the held steps; a rejection also closes them and the firing."""
+        with self._store.session() as session:
+            held = select(ActionRunRow).where(
+                ActionRunRow.firing_id == firing_id, ActionRunRow.status == "pending_approval"
+            )
+            for row in session.scalars(held):
+                row.decided_by = by
+                if rejected is not None:
+                    row.status, row.result = "rejected", {"reason": rejected}
+            if rejected is not None:
+                fired = session.get(TriggerFiringRow, firing_id)
+                assert fired is not None
+                fired.status = "rejected"
 
     def _held(self, firing_id: str, by: str) -> dict[str, Any]:
         if not (self._roles_of(by) & _APPROVERS):
