@@ -23,7 +23,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from llmops.knowledge import MiniLMEmbedder
 from llmops.observability._drift import DriftDetector, DriftResult
 from llmops.observability._drift_monitor import DriftMonitor
-from llmops.store import Base, Journal, Store
+from llmops.store import Journal, Store
 
 from ..conftest import ROOT
 
@@ -145,9 +145,6 @@ def test_false_alarms_are_rare_and_detection_is_reliable_over_repeated_runs(ques
 def stored(tmp_path: Path) -> Iterator[tuple[Store, Journal]]:
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     store.migrate()
-    # TODO(migration 0007): until the migration creates the drift tables, create the missing ones here.
-    names = ["drift_observations", "drift_reports"]
-    Base.metadata.create_all(store.engine, tables=[Base.metadata.tables[name] for name in names])
     journal = Journal(store, tmp_path / "journal", interval=0.05)
     try:
         yield store, journal

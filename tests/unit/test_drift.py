@@ -19,7 +19,7 @@ from llmops.knowledge._tables import DocumentRow, IndexSnapshotRow, SnapshotChan
 from llmops.observability._drift import DriftDetector, explain_drift, mmd_permutation_test
 from llmops.observability._drift_monitor import DriftMonitor
 from llmops.observability._tables import DriftObservationRow
-from llmops.store import Base, Journal, Store
+from llmops.store import Journal, Store
 from llmops.testing import HashEmbedder
 
 # Three old topics and one that appears only in the current window, each with its own words.
@@ -179,9 +179,6 @@ def test_bad_input_is_a_clear_error() -> None:
 def stored(database_url: str, tmp_path: Path) -> Iterator[tuple[Store, Journal]]:
     store = Store(database_url)
     store.migrate()
-    # TODO(migration 0007): until the migration creates the observability tables, create the missing ones here.
-    names = ["drift_observations", "drift_reports", "request_metrics"]
-    Base.metadata.create_all(store.engine, tables=[Base.metadata.tables[name] for name in names])
     journal = Journal(store, tmp_path / "journal", interval=0.02)
     try:
         yield store, journal
