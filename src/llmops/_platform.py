@@ -160,6 +160,7 @@ class Platform:
             reference_size=observability.drift_reference_size,
             window_size=observability.drift_window_size,
             alpha=observability.drift_alpha,
+            scrub=self.guardrails.scrub,
         )
         self.rag_apps = {
             app.name: RagPipeline(

@@ -357,3 +357,13 @@ def test_an_ingestion_run_is_traced_with_what_it_did(ingested: Platform) -> None
     assert attributes["llmops.ingest.added"] == 6 and attributes["llmops.ingest.chunks_written"] > 0
     assert attributes["llmops.index.snapshot"] == ingested.knowledge.snapshot_id
     assert [s["name"] for s in trace["spans"]] == ["ingest", "index.catch_up"]
+
+
+def test_drift_observations_are_stored_without_personal_data(sqlite_platform: Platform) -> None:
+    from llmops.observability._tables import DriftObservationRow
+
+    sqlite_platform.drift.observe("req_1", "handbook-rag", "I am jane.doe@example.com, how do I reset my password?")
+    sqlite_platform.drift.flush()
+    with sqlite_platform.store.session() as session:
+        (row,) = session.scalars(sa.select(DriftObservationRow)).all()
+    assert "jane.doe@example.com" not in row.question and "reset my password" in row.question

@@ -14,8 +14,8 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -83,12 +83,16 @@ class DriftMonitor:
         alpha: float,
         detector: DriftDetector | None = None,
         queue_size: int = QUEUE_SIZE,
+        scrub: Callable[[str], str] | None = None,
     ) -> None:
+        """``scrub`` removes personal data from a question before it is stored; it runs on the monitor's thread,
+        off the request path."""
         if reference_size < MIN_ROWS or window_size < MIN_ROWS:
             raise ValueError(f"reference_size and window_size must be at least {MIN_ROWS}")
         self._store = store
         self._journal = journal
         self._embedder = embedder
+        self._scrub = scrub
         self.model_name = model_name
         self.reference_size = reference_size
         self.window_size = window_size
@@ -168,6 +172,8 @@ class DriftMonitor:
                 return
 
     def _record(self, batch: list[_Observation]) -> None:
+        if self._scrub is not None:
+            batch = [replace(o, question=self._scrub(o.question)) for o in batch]
         vectors = np.asarray(self._embedder.embed([o.question for o in batch]), dtype=np.float32)
         rows = [
             {
