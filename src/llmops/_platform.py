@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from llmops.loop import (
 )
 from llmops.observability import (
     DriftMonitor,
+    DriftResult,
     MetricsQuery,
     MetricsSpanProcessor,
     PlatformMetrics,
@@ -162,6 +164,7 @@ class Platform:
             alpha=observability.drift_alpha,
             scrub=self.guardrails.scrub,
         )
+        self._drift_results: dict[str, tuple[float, DriftResult | None]] = {}
         self.rag_apps = {
             app.name: RagPipeline(
                 app,
@@ -207,7 +210,7 @@ class Platform:
             tracer=self.tracing.tracer,
             roles_of=self.roles.roles_of,
             file_rules=load_rules(triggers.rules_file, self.actions) if triggers.rules_file else None,
-            drift_check=self.drift.check,
+            drift_check=self.check_drift,
             pending_changes=self.knowledge.pending_changes,
         )
         self.request_metrics.add_metric("thumbs_down_rate", self.feedback.thumbs_down_rate)
@@ -220,6 +223,17 @@ class Platform:
         )
         self.tracing.add_processor(RequestEventsProcessor(self.triggers.notify))
         self.runbooks: dict[str, Runbook] = load_runbooks(triggers.runbooks_file, self.actions)
+
+    def check_drift(self, app: str) -> DriftResult | None:
+        """The drift test of ``app``'s newest questions, run at most every ``drift_check_interval_s`` (the
+        detector's false-alarm figures assume each test sees fresh questions); in between, the last result."""
+        now = time.monotonic()
+        last = self._drift_results.get(app)
+        if last is not None and now - last[0] < self.settings.observability.drift_check_interval_s:
+            return last[1]
+        result = self.drift.check(app)
+        self._drift_results[app] = (now, result)
+        return result
 
     def run_runbook(self, name: str, params: dict[str, Any] | None = None, *, by: str) -> dict[str, Any]:
         """Run the runbook ``name`` now, as ``by``; returns the firing with each step's outcome."""

@@ -262,6 +262,9 @@ class ObservabilitySettings(BaseModel):
     drift_reference_size: int = Field(default=200, ge=20, description="queries in the reference window")
     drift_window_size: int = Field(default=100, ge=20, description="recent queries compared with the reference")
     drift_alpha: float = Field(default=0.01, gt=0, lt=0.5, description="false-alarm rate of one drift test")
+    drift_check_interval_s: float = Field(
+        default=300.0, gt=0, description="how often the server tests each app for drift (and rules see a new result)"
+    )
 
 
 class TriggerSettings(BaseModel):

@@ -367,3 +367,11 @@ def test_drift_observations_are_stored_without_personal_data(sqlite_platform: Pl
     with sqlite_platform.store.session() as session:
         (row,) = session.scalars(sa.select(DriftObservationRow)).all()
     assert "jane.doe@example.com" not in row.question and "reset my password" in row.question
+
+
+def test_a_drift_rule_waits_for_enough_questions(sqlite_platform: Platform) -> None:
+    sqlite_platform.triggers.add_rule(
+        {"name": "drift", "when": {"drift": "handbook-rag"}, "actions": [{"alert": {"message": "drift"}}]}, by="a"
+    )
+    assert sqlite_platform.triggers.evaluate() == []
+    assert sqlite_platform.check_drift("handbook-rag") is None  # not enough observed questions, cached meanwhile

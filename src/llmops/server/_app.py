@@ -104,11 +104,17 @@ logger = logging.getLogger("llmops.server")
 
 
 async def _housekeeping(platform: Platform) -> None:
-    """Evaluate the trigger rules every ``triggers.interval_s`` and apply trace retention hourly, off the event loop."""
+    """Every ``triggers.interval_s``: test each app for drift (at most every ``drift_check_interval_s``) and evaluate
+    the trigger rules; apply trace retention hourly. All off the event loop."""
     interval = platform.settings.triggers.interval_s
     last_prune = 0.0
     while True:
         await asyncio.sleep(interval)
+        for app in platform.rag_apps:
+            try:
+                await asyncio.to_thread(platform.check_drift, app)
+            except Exception:
+                logger.exception("the drift check of %s failed; will retry", app)
         try:
             await asyncio.to_thread(platform.triggers.evaluate)
         except Exception:
