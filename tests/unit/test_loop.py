@@ -375,3 +375,32 @@ def test_a_drift_rule_waits_for_enough_questions(sqlite_platform: Platform) -> N
     )
     assert sqlite_platform.triggers.evaluate() == []
     assert sqlite_platform.check_drift("handbook-rag") is None  # not enough observed questions, cached meanwhile
+
+
+def test_the_feedback_sdk_and_api_over_http(ingested: Platform) -> None:
+    from llmops.loop import FeedbackClient
+    from llmops.server import create_app
+
+    from ..helpers import serve_in_thread
+
+    request_id = _ask(ingested)
+    with serve_in_thread(create_app(ingested)) as base:
+        client = FeedbackClient(base)
+        assert client.thumbs(request_id, up=False, comment="wrong")["negative"] is True
+        assert client.rate(request_id, 4)["value"] == 4.0
+        with pytest.raises(FeedbackError, match="from 1 to 5"):
+            client.rate(request_id, 7)
+        with pytest.raises(UnknownRequestError):
+            client.flag("req_missing", "harmful")
+        client.close()
+        import httpx
+
+        listed = httpx.get(f"{base}/api/feedback", params={"request_id": request_id, "negative": "true"}).json()
+        assert [f["comment"] for f in listed] == ["wrong"]
+        series = httpx.get(f"{base}/api/metrics/series", params={"metric": "requests", "window_s": 600}).json()
+        assert sum(p["count"] for p in series["points"]) >= 1
+        assert httpx.get(f"{base}/api/metrics/series", params={"metric": "nope"}).status_code == 404
+        ran = httpx.post(f"{base}/api/runbooks/prompt-regression/run", json={"params": {}},
+                         headers={"X-LLMOps-User": "oncall"})  # fmt: skip
+        assert ran.status_code == 200 and ran.json()["status"] == "failed"  # label never moved: nothing to undo
+        assert httpx.get(f"{base}/api/audit/verify").json()["ok"] is True

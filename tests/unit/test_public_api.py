@@ -73,6 +73,7 @@ EXPECTED = {
     },
     "llmops.loop": {
         "ACTIONS", "BUILTIN_RUNBOOKS", "FEEDBACK_KINDS", "Action", "ActionContext", "ActionError", "Feedback",
+        "FeedbackClient",
         "FeedbackError", "FeedbackStore", "RequestEventsProcessor", "ReviewQueue", "RuleError", "Runbook",
         "RunbookError", "Step", "TriggerEngine", "TriggerRule", "UnknownRequestError", "load_actions", "load_rules",
         "load_runbooks",

@@ -2,6 +2,7 @@
 incident runbooks, and review items for people."""
 
 from llmops.loop._actions import ACTIONS, Action, ActionContext, ActionError, load_actions
+from llmops.loop._client import FeedbackClient
 from llmops.loop._events import RequestEventsProcessor
 from llmops.loop._feedback import FEEDBACK_KINDS, Feedback, FeedbackError, FeedbackStore, UnknownRequestError
 from llmops.loop._reviews import ReviewQueue
@@ -17,6 +18,7 @@ __all__ = [
     "ActionContext",
     "ActionError",
     "Feedback",
+    "FeedbackClient",
     "FeedbackError",
     "FeedbackStore",
     "RequestEventsProcessor",
