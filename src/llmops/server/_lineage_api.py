@@ -1,0 +1,65 @@
+"""REST API of lineage: explain an answer by its request id, and replay it with the same inputs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException
+from fastapi import Path as PathParam
+
+from llmops._platform import Platform
+from llmops.gateway import LimitExceededError, ProviderError, UnknownModelError
+from llmops.governance._lineage import Lineage, NotReplayableError
+
+__all__ = ["lineage_router"]
+
+Actor = Annotated[str | None, Header(alias="X-LLMOps-User", description="who asks for the replay")]
+RequestId = Annotated[str, PathParam(min_length=1, max_length=64, description="a request id or trace id")]
+
+
+def lineage_router(platform: Platform) -> APIRouter:
+    router = APIRouter(tags=["governance"])
+    # Built here until the platform owns one (``platform.lineage``).
+    lineage = Lineage(
+        platform.store,
+        platform.traces,
+        platform.prompts,
+        platform.feedback,
+        rag_apps={app.name: app for app in platform.settings.rag_apps},
+        audit=platform.audit.record,
+    )
+
+    @router.get("/api/explain/{request_id}")
+    async def explain(request_id: RequestId) -> dict[str, Any]:
+        """Everything behind one answer: prompt version and approvals, chunks and scores, index snapshot, guardrail
+        decisions, model, parameters, tokens, cost, evaluation scores and feedback."""
+        try:
+            return await asyncio.to_thread(lineage.explain, request_id)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    @router.post("/api/replay/{request_id}")
+    async def replay(request_id: RequestId, actor: Actor = None) -> dict[str, Any]:
+        """Ask a RAG request's question again with what it used (prompt version, snapshot, model, parameters,
+        guardrail policy) and diff the answers. 404 for an unknown request, 409 when it cannot be re-run."""
+        try:
+            return await lineage.replay(
+                request_id,
+                knowledge=platform.knowledge,
+                gateway=platform.gateway,
+                guardrails=platform.guardrails,
+                tracer=platform.tracing.tracer,
+                by=actor,
+                record_content=platform.settings.evaluation.trace_content,
+            )
+        except NotReplayableError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except LimitExceededError as exc:
+            raise HTTPException(429, str(exc)) from exc
+        except (ProviderError, UnknownModelError) as exc:  # UnknownModelError is a LookupError, yet not a 404 here
+            raise HTTPException(502, f"the model failed: {exc}") from exc
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    return router
