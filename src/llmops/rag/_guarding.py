@@ -78,7 +78,7 @@ class GuardedGateway:
         root.set_attributes({"llmops.request_id": request_id, genai.GEN_AI_REQUEST_MODEL: request.model})
         ctx = trace.set_span_in_context(root)
         try:
-            async for event in self._guarded(engine, request, caller, ctx, root):
+            async for event in self._guarded(engine, request, caller, ctx, root, request_id):
                 yield event
         except BaseException as exc:
             mark_error(root, exc)
@@ -87,7 +87,13 @@ class GuardedGateway:
             root.end()
 
     async def _guarded(
-        self, engine: GuardrailEngine, request: ChatRequest, caller: Caller | None, ctx: Context, root: trace.Span
+        self,
+        engine: GuardrailEngine,
+        request: ChatRequest,
+        caller: Caller | None,
+        ctx: Context,
+        root: trace.Span,
+        request_id: str,
     ) -> AsyncIterator[TextDelta | ToolCallDelta | ChatResult | GuardrailStop]:
         position = next((i for i in range(len(request.messages) - 1, -1, -1)
                          if request.messages[i].get("role") == "user"), None)  # fmt: skip
@@ -117,7 +123,7 @@ class GuardedGateway:
         result: ChatResult | None = None
         stopped: GuardrailStop | None = None
         started = time.perf_counter()
-        events = self._gateway.stream(request, context=ctx, caller=caller)
+        events = self._gateway.stream(request, context=ctx, request_id=request_id, caller=caller)
         try:
             async for event in events:
                 if isinstance(event, ChatResult):

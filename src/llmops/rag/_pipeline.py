@@ -20,7 +20,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 
 from llmops._settings import RagConfig
 from llmops._spans import mark_error
-from llmops.gateway import ChatRequest, ChatResult, Gateway, TextDelta, Usage
+from llmops.gateway import Caller, ChatRequest, ChatResult, Gateway, TextDelta, Usage
 from llmops.guardrails import GuardrailEngine, Guardrails, GuardResult, Pseudonymizer, StreamGuard, StreamStep
 from llmops.knowledge import KnowledgeBase, RetrievedChunk
 from llmops.prompts import Experiment, PromptRegistry, PromptVersion
@@ -267,7 +267,9 @@ class RagPipeline:
                     {"llmops.prompt.experiment": variant.experiment.id, "llmops.prompt.variant": prompt.version}
                 )
 
-        generation = _Generation(self._chat_request(prompt, messages))
+        generation = _Generation(
+            self._chat_request(prompt, messages), Caller(user=user, app=config.name), request_id=request_id
+        )
         async for delta in self._generate_guarded(generation, engine, pseudonymizer, question, packed, ctx, stages):
             yield delta
         result, stop, text = generation.result, generation.stop, generation.text
@@ -366,7 +368,7 @@ class RagPipeline:
         generate_started = time.perf_counter()
         for attempt in range(2):
             generation.result, generation.stop = None, None
-            async for event in self._generate(generation.request, ctx, guard, engine, pseudonymizer):
+            async for event in self._generate(generation, ctx, guard, engine, pseudonymizer):
                 if isinstance(event, ChatResult):
                     generation.result = event
                 elif isinstance(event, GuardrailStop):
@@ -409,14 +411,16 @@ class RagPipeline:
 
     async def _generate(
         self,
-        request: ChatRequest,
+        generation: _Generation,
         ctx: Context,
         guard: StreamGuard | None,
         engine: GuardrailEngine | None,
         pseudonymizer: Pseudonymizer | None,
     ) -> AsyncIterator[TextDelta | GuardrailStop | ChatResult]:
         """The model's answer through the guard: text as the rails release it; a stop ends the upstream call."""
-        events = self._gateway.stream(request, context=ctx)
+        events = self._gateway.stream(
+            generation.request, context=ctx, request_id=generation.request_id, caller=generation.caller
+        )
         try:
             async for event in events:
                 if isinstance(event, ChatResult):
@@ -539,6 +543,8 @@ class _Generation:
     """The generation step's request (re-asks extend it) and what came of it."""
 
     request: ChatRequest
+    caller: Caller  # who the gateway attributes the call (its ledger row, limits, cost) to
+    request_id: str
     result: ChatResult | None = None
     stop: GuardrailStop | None = None
     text: str = ""
