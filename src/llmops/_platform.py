@@ -20,7 +20,7 @@ from llmops.evaluation import (
     seed_judge_prompts,
 )
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
-from llmops.governance import AuditLog, RoleDirectory
+from llmops.governance import AuditLog, Lineage, RoleDirectory
 from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
 from llmops.knowledge import (
     Embedder,
@@ -198,6 +198,14 @@ class Platform:
         )
 
         self.feedback = FeedbackStore(self.store, self.journal, keep_trace=self.tracing.store_processor.keep)
+        self.lineage = Lineage(
+            self.store,
+            self.traces,
+            self.prompts,
+            self.feedback,
+            rag_apps={app.name: app for app in self.settings.rag_apps},
+            audit=self.audit.record,
+        )
         self.reviews = ReviewQueue(self.store)
         self.actions = load_actions()
         triggers = self.settings.triggers
@@ -234,6 +242,19 @@ class Platform:
         result = self.drift.check(app)
         self._drift_results[app] = (now, result)
         return result
+
+    async def replay(self, request_id: str, *, by: str | None = None) -> dict[str, Any]:
+        """Re-run a RAG request with the same prompt version, index snapshot, model, parameters and guardrail
+        policy; returns both answers and their differences (see `Lineage.replay`)."""
+        return await self.lineage.replay(
+            request_id,
+            knowledge=self.knowledge,
+            gateway=self.gateway,
+            guardrails=self.guardrails,
+            tracer=self.tracing.tracer,
+            by=by,
+            record_content=self.settings.evaluation.trace_content,
+        )
 
     def run_runbook(self, name: str, params: dict[str, Any] | None = None, *, by: str) -> dict[str, Any]:
         """Run the runbook ``name`` now, as ``by``; returns the firing with each step's outcome."""

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import typer
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -25,7 +24,7 @@ from llmops.gateway import Caller, ChatRequest
 from llmops.governance._evidence import evidence_pack, render_evidence_markdown
 from llmops.governance._maturity import DIMENSIONS, assess_maturity
 from llmops.prompts import DEFAULT_RAG_PROMPT, DEFAULT_RAG_VARIABLES
-from llmops.server._compliance_api import compliance_router
+from llmops.server import create_app
 from llmops.testing import HashEmbedder, ScriptedProvider
 
 from ..conftest import LOCAL_MODEL, SAMPLES
@@ -344,9 +343,7 @@ def test_the_cli_prints_one_json_object_and_writes_the_evidence_pack(
 
 
 def test_the_http_routes_serve_the_assessment_and_the_pack(platform: Platform) -> None:
-    app = FastAPI()
-    app.include_router(compliance_router(platform))
-    with TestClient(app) as client:
+    with TestClient(create_app(platform)) as client:
         maturity = client.get("/api/maturity")
         assert maturity.status_code == 200
         assert [d["name"] for d in maturity.json()["dimensions"]] == list(DIMENSIONS)

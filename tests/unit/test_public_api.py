@@ -28,7 +28,11 @@ EXPECTED = {
         "PromptNotFoundError", "PromptRegistry", "PromptSpec", "PromptTemplateError", "PromptVersion", "PushReport",
         "ReviewRefusedError", "TemplateRenderer", "VersionInfo", "compare", "pull_prompts", "push_prompts",
     },
-    "llmops.governance": {"ROLES", "AuditLog", "AuditVerification", "RoleDirectory", "content_hash"},
+    "llmops.governance": {
+        "DIMENSIONS", "ROLES", "AuditLog", "AuditVerification", "Lineage", "MaturityReport", "NotReplayableError",
+        "RoleDirectory", "assess_maturity", "content_hash", "evidence_pack", "render_evidence_markdown",
+        "render_markdown", "render_replay_markdown",
+    },
     "llmops.evaluation": {
         "Agreement", "AsyncMetric", "DatasetFileError", "DatasetNotFoundError", "DatasetRegistry", "DatasetVersion",
         "Draft", "EvalAssertion", "EvalConfig", "EvalConfigError", "Evaluator", "Example", "ExperimentComparison",

@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from llmops._platform import Platform
 from llmops.cli._common import User, actor, console, open_platform
-from llmops.governance._lineage import Lineage, render_markdown, render_replay_markdown
+from llmops.governance._lineage import render_markdown, render_replay_markdown
 
 __all__ = ["explain", "replay"]
 
@@ -18,36 +17,11 @@ RequestId = Annotated[str, typer.Argument(help="the request id (or trace id) of 
 AsJson = Annotated[bool, typer.Option("--json", help="print the whole result as JSON")]
 
 
-def lineage_of(platform: Platform) -> Lineage:
-    """The platform's lineage (until the platform builds its own)."""
-    return Lineage(
-        platform.store,
-        platform.traces,
-        platform.prompts,
-        platform.feedback,
-        rag_apps={app.name: app for app in platform.settings.rag_apps},
-        audit=platform.audit.record,
-    )
-
-
-async def replay_on(platform: Platform, request_id: str, *, by: str | None) -> dict[str, Any]:
-    """Replay ``request_id`` with the platform's knowledge base, gateway, guardrails and tracer."""
-    return await lineage_of(platform).replay(
-        request_id,
-        knowledge=platform.knowledge,
-        gateway=platform.gateway,
-        guardrails=platform.guardrails,
-        tracer=platform.tracing.tracer,
-        by=by,
-        record_content=platform.settings.evaluation.trace_content,
-    )
-
-
 def explain(request_id: RequestId, as_json: AsJson = False) -> None:
     """Explain one answer: prompt version and who approved it, retrieved chunks and scores, index snapshot, guardrail
     decisions, model and parameters, tokens, cost, evaluation scores and feedback."""
     with open_platform() as platform:
-        explanation = lineage_of(platform).explain(request_id)
+        explanation = platform.lineage.explain(request_id)
     if as_json:
         console.print_json(json.dumps(explanation, default=str))
         return
@@ -61,7 +35,7 @@ def replay(request_id: RequestId, as_json: AsJson = False, user: User = None) ->
 
         async def run() -> dict[str, Any]:
             try:
-                return await replay_on(platform, request_id, by=actor(user))
+                return await platform.replay(request_id, by=actor(user))
             finally:
                 await platform.gateway.aclose()
 

@@ -12,10 +12,12 @@ from rich.table import Column, Table
 
 from llmops._settings import Settings
 from llmops.cli._common import console, open_platform, with_platform
+from llmops.cli._compliance import evidence_pack, maturity
 from llmops.cli._evaluation import eval_app
 from llmops.cli._gateway import gateway_app
 from llmops.cli._guardrails import guardrails_app
 from llmops.cli._knowledge import index_app, ingest, search, sources_app
+from llmops.cli._lineage import explain, replay
 from llmops.cli._loop import (
     audit_app,
     drift_app,
@@ -44,6 +46,10 @@ app.add_typer(reviews_app, name="reviews")
 app.add_typer(drift_app, name="drift")
 app.add_typer(metrics_app, name="metrics")
 app.add_typer(audit_app, name="audit")
+app.command()(explain)
+app.command()(replay)
+app.command()(maturity)
+app.command("evidence-pack")(evidence_pack)
 app.command()(ingest)
 app.command()(search)
 

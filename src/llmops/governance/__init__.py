@@ -1,7 +1,25 @@
-"""Governance: who may do what (roles) and the tamper-evident audit log; lineage and the rest arrive with the
-governance issue."""
+"""Governance: who may do what (roles), the tamper-evident audit log, lineage that explains and replays any
+answer, the maturity assessment and the EU AI Act evidence pack."""
 
 from llmops.governance._audit import AuditLog, AuditVerification, content_hash
+from llmops.governance._evidence import evidence_pack, render_evidence_markdown
+from llmops.governance._lineage import Lineage, NotReplayableError, render_markdown, render_replay_markdown
+from llmops.governance._maturity import DIMENSIONS, MaturityReport, assess_maturity
 from llmops.governance._roles import ROLES, RoleDirectory
 
-__all__ = ["ROLES", "AuditLog", "AuditVerification", "RoleDirectory", "content_hash"]
+__all__ = [
+    "DIMENSIONS",
+    "ROLES",
+    "AuditLog",
+    "AuditVerification",
+    "Lineage",
+    "MaturityReport",
+    "NotReplayableError",
+    "RoleDirectory",
+    "assess_maturity",
+    "content_hash",
+    "evidence_pack",
+    "render_evidence_markdown",
+    "render_markdown",
+    "render_replay_markdown",
+]

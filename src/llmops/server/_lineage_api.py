@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 
 from llmops._platform import Platform
 from llmops.gateway import LimitExceededError, ProviderError, UnknownModelError
-from llmops.governance._lineage import Lineage, NotReplayableError
+from llmops.governance._lineage import NotReplayableError
 
 __all__ = ["lineage_router"]
 
@@ -20,15 +20,7 @@ RequestId = Annotated[str, PathParam(min_length=1, max_length=64, description="a
 
 def lineage_router(platform: Platform) -> APIRouter:
     router = APIRouter(tags=["governance"])
-    # Built here until the platform owns one (``platform.lineage``).
-    lineage = Lineage(
-        platform.store,
-        platform.traces,
-        platform.prompts,
-        platform.feedback,
-        rag_apps={app.name: app for app in platform.settings.rag_apps},
-        audit=platform.audit.record,
-    )
+    lineage = platform.lineage
 
     @router.get("/api/explain/{request_id}")
     async def explain(request_id: RequestId) -> dict[str, Any]:
@@ -44,15 +36,7 @@ def lineage_router(platform: Platform) -> APIRouter:
         """Ask a RAG request's question again with what it used (prompt version, snapshot, model, parameters,
         guardrail policy) and diff the answers. 404 for an unknown request, 409 when it cannot be re-run."""
         try:
-            return await lineage.replay(
-                request_id,
-                knowledge=platform.knowledge,
-                gateway=platform.gateway,
-                guardrails=platform.guardrails,
-                tracer=platform.tracing.tracer,
-                by=actor,
-                record_content=platform.settings.evaluation.trace_content,
-            )
+            return await platform.replay(request_id, by=actor)
         except NotReplayableError as exc:
             raise HTTPException(409, str(exc)) from exc
         except LimitExceededError as exc:
