@@ -20,7 +20,7 @@ from llmops._settings import ModelConfig
 from llmops.cli._lineage import explain as explain_command
 from llmops.cli._lineage import replay as replay_command
 from llmops.gateway import Caller, ChatRequest
-from llmops.governance._lineage import Lineage, NotReplayableError, render_markdown, render_replay_markdown
+from llmops.governance import Lineage, NotReplayableError, render_markdown, render_replay_markdown
 from llmops.guardrails import GuardrailPolicy
 from llmops.rag import RagAnswer
 from llmops.server import create_app

@@ -21,7 +21,7 @@ from llmops.cli._compliance import evidence_pack as evidence_pack_command
 from llmops.cli._compliance import maturity as maturity_command
 from llmops.evaluation import EvalConfig, examples_from_traces
 from llmops.gateway import Caller, ChatRequest
-from llmops.governance._evidence import evidence_pack, render_evidence_markdown
+from llmops.governance import evidence_pack, render_evidence_markdown
 from llmops.governance._maturity import DIMENSIONS, assess_maturity
 from llmops.prompts import DEFAULT_RAG_PROMPT, DEFAULT_RAG_VARIABLES
 from llmops.server import create_app

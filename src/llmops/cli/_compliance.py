@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from llmops.cli._common import console, open_platform
+from llmops.governance import render_evidence_markdown
 from llmops.governance._evidence import evidence_pack as build_evidence_pack
-from llmops.governance._evidence import render_evidence_markdown
 from llmops.governance._maturity import assess_maturity
 
 __all__ = ["OutputFormat", "evidence_pack", "maturity"]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from llmops.cli._common import User, actor, console, open_platform
-from llmops.governance._lineage import render_markdown, render_replay_markdown
+from llmops.governance import render_markdown, render_replay_markdown
 
 __all__ = ["explain", "replay"]
 

@@ -2,8 +2,10 @@
 answer, the maturity assessment and the EU AI Act evidence pack."""
 
 from llmops.governance._audit import AuditLog, AuditVerification, content_hash
-from llmops.governance._evidence import evidence_pack, render_evidence_markdown
-from llmops.governance._lineage import Lineage, NotReplayableError, render_markdown, render_replay_markdown
+from llmops.governance._evidence import evidence_pack
+from llmops.governance._evidence_report import render_evidence_markdown
+from llmops.governance._lineage import Lineage, NotReplayableError
+from llmops.governance._lineage_report import render_markdown, render_replay_markdown
 from llmops.governance._maturity import DIMENSIONS, MaturityReport, assess_maturity
 from llmops.governance._roles import ROLES, RoleDirectory
 
