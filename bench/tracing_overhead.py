@@ -4,9 +4,10 @@
 retrieve, pack, render, the gateway's chat span, output rails, with the GenAI and llmops attributes and rail events
 that ``rag/_pipeline.py``, the gateway and the rails set), run N times through
   - ``off``: OpenTelemetry's ``NoOpTracer`` (tracing off: the same calls, nothing recorded);
-  - ``sdk``: the OpenTelemetry SDK tracer with no processor (what recording alone costs);
-  - ``sdk + store processor``: the platform's ``Tracing`` alone (``StoreSpanProcessor`` journalling each finished
-    trace, with its request metrics row, to a real ``Journal`` on a SQLite store);
+  - ``sdk``: the OpenTelemetry SDK tracer with no processor (what recording costs with the SDK; reference);
+  - ``light``: the platform's ``LightTracer`` (the OpenTelemetry API without the SDK) with no processor;
+  - ``light + store processor``: the platform's ``Tracing`` alone (``StoreSpanProcessor`` journalling each
+    finished trace, with its request metrics row, to a real ``Journal`` on a SQLite store);
   - ``platform``: that plus ``MetricsSpanProcessor``, as ``Platform`` wires it, the journal drained by a child
     process as under ``llmops up`` (and, second, by a thread, as in an embedded platform).
 Overhead per span = (time with tracing − time with the no-op tracer) / spans, median of the repeats; the drainer
@@ -47,6 +48,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 
 import llmops._platform  # noqa: F401 - registers every package's tables, as the platform does
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, StoreSpanProcessor, Tracing
+from llmops.observability._light import LightTracerProvider
 from llmops.observability._tables import SpanRow
 from llmops.store import Journal, Store
 
@@ -202,12 +204,13 @@ def per_span(tmp: Path, requests: int, repeats: int) -> dict[str, tuple[float, f
     machine's load (two shared cores) falls on all of them alike."""
     off = trace.NoOpTracer()
     sdk = TracerProvider().get_tracer("bench")
+    light = LightTracerProvider().get_tracer("bench")
     stores = {
-        "sdk + store processor": TracedStore(tmp / "per-span-store", "process", metrics=False),
+        "light + store processor": TracedStore(tmp / "per-span-store", "process", metrics=False),
         "platform (drain process)": TracedStore(tmp / "per-span-process", "process"),
         "platform (drain thread)": TracedStore(tmp / "per-span-thread", "thread"),
     }
-    tracers: dict[str, trace.Tracer] = {"off": off, "sdk": sdk}
+    tracers: dict[str, trace.Tracer] = {"off": off, "sdk": sdk, "light": light}
     tracers.update({name: traced.tracing.tracer for name, traced in stores.items()})
     try:
         for tracer in tracers.values():  # warm up: imports, caches, the store's first transactions
@@ -274,7 +277,7 @@ def _rendered_trace() -> dict[str, list[dict[str, Any]]]:
         def append(self, rows: dict[str, list[dict[str, Any]]], *, durable: bool = True) -> None:
             captured.append(rows)
 
-    provider = TracerProvider()
+    provider = LightTracerProvider()
     provider.add_span_processor(StoreSpanProcessor(Capture()))  # type: ignore[arg-type]
     traced_request(provider.get_tracer("bench"))
     return captured[0]
@@ -345,9 +348,11 @@ def main() -> None:
         "per_span_overhead_us_drain_thread": overhead("platform (drain thread)"),
         "per_span_sdk_only_us": overhead("sdk"),
         "per_span_sdk_only_cpu_us": overhead("sdk", cpu=True),
-        "per_span_store_processor_us": overhead("sdk + store processor", "sdk"),
-        "per_span_store_processor_cpu_us": overhead("sdk + store processor", "sdk", cpu=True),
-        "per_span_processors_cpu_us": overhead("platform (drain process)", "sdk", cpu=True),
+        "per_span_light_only_us": overhead("light"),
+        "per_span_light_only_cpu_us": overhead("light", cpu=True),
+        "per_span_store_processor_us": overhead("light + store processor", "light"),
+        "per_span_store_processor_cpu_us": overhead("light + store processor", "light", cpu=True),
+        "per_span_processors_cpu_us": overhead("platform (drain process)", "light", cpu=True),
         "per_span_noop_us": round(off / 1000, 3),
         "goal_us": GOAL_US,
         "langfuse_reference_us": list(LANGFUSE_US),

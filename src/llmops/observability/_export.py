@@ -2,21 +2,24 @@
 
 Export runs on the batch processor's own thread: ending a span only puts it in a bounded queue, and when the queue
 is full (the collector is slow or down) new spans are dropped, never waited for. The store keeps every trace
-whatever happens to the export.
+whatever happens to the export. The platform's light spans become the SDK's ``ReadableSpan`` objects the OTLP
+encoder needs on that thread too (``ReadableSpanExporter``), not on the request path.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sized
+from collections.abc import Sequence, Sized
 from urllib.parse import urlsplit
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-__all__ = ["DroppingBatchSpanProcessor", "otlp_span_processor", "traces_url"]
+from llmops.observability._light import FinishedSpan, LightSpan, to_readable
+
+__all__ = ["DroppingBatchSpanProcessor", "ReadableSpanExporter", "otlp_span_processor", "traces_url"]
 
 logger = logging.getLogger("llmops.observability")
 
@@ -50,7 +53,7 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
         self._reported = 0.0
         self._shutdown_timeout_ms = export_timeout_millis
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_end(self, span: FinishedSpan) -> None:
         if self._queue is not None and len(self._queue) >= self._capacity:
             self.dropped += 1
             now = time.monotonic()
@@ -58,7 +61,7 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
                 self._reported = now
                 logger.warning("OTLP export is behind: %d spans dropped so far (queue full)", self.dropped)
             return
-        super().on_end(span)
+        super().on_end(span)  # type: ignore[arg-type]  # the exporter converts light spans (ReadableSpanExporter)
 
     def shutdown(self) -> None:
         """Export what is queued, giving up after one export timeout (the SDK would wait 30 s for a dead
@@ -68,6 +71,24 @@ class DroppingBatchSpanProcessor(BatchSpanProcessor):
             super().shutdown()  # type: ignore[no-untyped-call]
             return
         batch.shutdown(timeout_millis=self._shutdown_timeout_ms)
+
+
+class ReadableSpanExporter(SpanExporter):
+    """Hands ``exporter`` SDK ``ReadableSpan`` objects: light spans are converted as the batch is exported (on the
+    batch processor's thread), SDK spans pass as they are."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self.exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        readable = [to_readable(s) if isinstance(s, LightSpan) else s for s in spans]
+        return self.exporter.export(readable)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
 
 
 def traces_url(endpoint: str) -> str:
@@ -99,7 +120,7 @@ def otlp_span_processor(
     """
     exporter = OTLPSpanExporter(endpoint=traces_url(endpoint), headers=dict(headers), timeout=timeout_s)
     return DroppingBatchSpanProcessor(
-        exporter,
+        ReadableSpanExporter(exporter),
         max_queue_size=max_queue_size,
         schedule_delay_millis=schedule_delay_ms,
         max_export_batch_size=max_export_batch_size,

@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from llmops.observability._light import FinishedSpan, LightSpan
 from llmops.observability._tracing import span_attributes, status_name
 
 __all__ = ["MetricsSpanProcessor", "PlatformMetrics"]
@@ -58,41 +59,64 @@ _METRICS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
 }
 
 
-@dataclass
+_Key = tuple[str, tuple[str, ...]]  # (metric name, label values)
+
+
+class _Counter:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
 class _Histogram:
-    bounds: Sequence[float]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
 
     def observe(self, value: float) -> None:
-        if not self.counts:
-            self.counts = [0] * (len(self.bounds) + 1)
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
 
 class PlatformMetrics(Collector):
-    """The platform's metrics, in its own registry (not prometheus_client's global one)."""
+    """The platform's metrics, in its own registry (not prometheus_client's global one).
+
+    Each labelled series is a small object (``_Counter``, ``_Histogram``) that updaters may hold on to: updating
+    one is an addition under the lock, without hashing its labels again.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counters: dict[tuple[str, tuple[str, ...]], float] = {}
-        self._histograms: dict[tuple[str, tuple[str, ...]], _Histogram] = {}
+        self._counters: dict[_Key, _Counter] = {}
+        self._histograms: dict[_Key, _Histogram] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
     def inc(self, name: str, labels: tuple[str, ...], value: float = 1.0) -> None:
-        key = (name, labels)
         with self._lock:
-            self._counters[key] = self._counters.get(key, 0.0) + value
+            self._counter((name, labels)).value += value
 
     def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
-        key = (name, labels)
         with self._lock:
-            histogram = self._histograms.get(key)
-            if histogram is None:
-                histogram = self._histograms[key] = _Histogram(_METRICS[name][2] or ())
-            histogram.observe(value)
+            self._histogram((name, labels)).observe(value)
+
+    def _counter(self, key: _Key) -> _Counter:
+        """The counter of ``key``, created when new (called with the lock held)."""
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = _Counter()
+        return counter
+
+    def _histogram(self, key: _Key) -> _Histogram:
+        """The histogram of ``key``, created when new (called with the lock held)."""
+        histogram = self._histograms.get(key)
+        if histogram is None:
+            histogram = self._histograms[key] = _Histogram(_METRICS[key[0]][2] or ())
+        return histogram
 
     def observe_online_score(self, app: str, metric: str, value: float) -> None:
         """An online evaluation score of a sampled answer (see ``llmops.evaluation.OnlineEvaluator``)."""
@@ -100,7 +124,7 @@ class PlatformMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            counters = dict(self._counters)
+            counters = {k: c.value for k, c in self._counters.items()}
             histograms = {k: (list(h.counts), h.total) for k, h in self._histograms.items()}
         for name, (documentation, label_names, buckets) in _METRICS.items():
             if buckets is None:
@@ -125,61 +149,116 @@ class PlatformMetrics(Collector):
         return generate_latest(self.registry)
 
 
+_OPERATION = genai.GEN_AI_OPERATION_NAME
+_REQUEST_MODEL = genai.GEN_AI_REQUEST_MODEL
+_CACHE_LIMIT = 10_000  # label combinations remembered per processor (bounded, like the labels themselves)
+
+
 class MetricsSpanProcessor(SpanProcessor):
+    """Updates the platform's metrics from each finished span.
+
+    The metrics' lock is taken once per span, and the series a span name or a guardrail decision updates are looked
+    up once and remembered: most spans cost a couple of additions.
+    """
+
     def __init__(self, metrics: PlatformMetrics) -> None:
         self._m = metrics
+        # span name -> its stage, the stage's llmops_stage_seconds, whether it is a guardrails stage
+        self._stages: dict[str, tuple[str, _Histogram, bool]] = {}
+        # (policy, stage, rail, action) as an event has them -> checks, triggers (None when the rail passed), seconds
+        self._decisions: dict[tuple[object, ...], tuple[_Counter, _Counter | None, _Histogram]] = {}
 
-    def on_end(self, span: ReadableSpan) -> None:
-        m = self._m
-        attributes = span_attributes(span)
+    def on_end(self, span: FinishedSpan) -> None:
+        attributes = span.attributes if type(span) is LightSpan else span_attributes(span)
         seconds = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
-        stage = span.name.split(" ", 1)[0]  # "chat smollm2" -> "chat": keep label cardinality bounded
-        m.observe("llmops_stage_seconds", (stage,), seconds)
-        if span.parent is None:
-            m.inc("llmops_requests", (stage, status_name(span)))
-        if stage.startswith("guardrails."):
-            self._guardrails(span)
-        model = attributes.get(genai.GEN_AI_REQUEST_MODEL)
-        if attributes.get(genai.GEN_AI_OPERATION_NAME) != "chat" or not isinstance(model, str):
-            return
-        served = str(attributes.get("llmops.served_by", model))
-        cache = str(attributes.get("llmops.cache.hit", "none"))
-        m.inc("llmops_gateway_calls", (model, served, status_name(span), cache))
-        m.observe("llmops_gateway_call_seconds", (model,), seconds)
-        m.inc("llmops_tokens", (served, "input"), _number(attributes.get(genai.GEN_AI_USAGE_INPUT_TOKENS)))
-        m.inc("llmops_tokens", (served, "output"), _number(attributes.get(genai.GEN_AI_USAGE_OUTPUT_TOKENS)))
-        m.inc("llmops_cost_usd", (served,), _number(attributes.get("llmops.cost_usd")))
-        retries = attributes.get("llmops.retries")
-        if retries:
-            m.inc("llmops_gateway_retries", (model,), _number(retries))
-        fallbacks = attributes.get("llmops.fallbacks")
-        if isinstance(fallbacks, tuple | list) and fallbacks:
-            m.inc("llmops_gateway_fallbacks", (model,), len(fallbacks))
-        ttft = attributes.get(genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
-        if isinstance(ttft, float | int):
-            m.observe("llmops_time_to_first_token_seconds", (served,), float(ttft))
-        rate = attributes.get("llmops.tokens_per_s")
-        if isinstance(rate, float | int) and rate > 0:
-            m.observe("llmops_gateway_tokens_per_second", (served,), float(rate))
-        queued = attributes.get("llmops.queue_ms")
-        if isinstance(queued, float | int):
-            m.observe("llmops_gateway_queue_seconds", (served,), float(queued) / 1000)
+        m = self._m
+        with m._lock:
+            known = self._stages.get(span.name)
+            if known is None:
+                known = self._stage(span.name)
+            stage, histogram, guardrails = known
+            histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+            histogram.total += seconds
+            if span.parent is None:
+                m._counter(("llmops_requests", (stage, status_name(span)))).value += 1
+            if guardrails:
+                self._guardrails(span)
+            if attributes.get(_OPERATION) == "chat":
+                model = attributes.get(_REQUEST_MODEL)
+                if isinstance(model, str):
+                    _chat(m, span, attributes, model, seconds)
 
-    def _guardrails(self, span: ReadableSpan) -> None:
+    def _stage(self, name: str) -> tuple[str, _Histogram, bool]:
+        stage = name.split(" ", 1)[0]  # "chat smollm2" -> "chat": keep label cardinality bounded
+        known = (stage, self._m._histogram(("llmops_stage_seconds", (stage,))), stage.startswith("guardrails."))
+        if len(self._stages) < _CACHE_LIMIT:
+            self._stages[name] = known
+        return known
+
+    def _guardrails(self, span: FinishedSpan) -> None:
+        """One count per ``guardrail.decision`` event, one more when the rail acted, and the rail's time."""
+        cache = self._decisions
         for event in span.events:
-            if event.name != "guardrail.decision" or not event.attributes:
-                continue
             a = event.attributes
-            rail, stage, action = (
-                str(a.get("llmops.guardrail.rail")),
-                str(a.get("llmops.guardrail.stage")),
-                str(a.get("llmops.guardrail.action")),
+            if event.name != "guardrail.decision" or not a:
+                continue
+            get = a.get
+            raw = (
+                get("llmops.guardrail.policy"),
+                get("llmops.guardrail.stage"),
+                get("llmops.guardrail.rail"),
+                get("llmops.guardrail.action"),
             )
-            self._m.inc("llmops_guardrail_checks", (str(a.get("llmops.guardrail.policy")), stage, rail, action))
-            if action not in ("pass", "skipped"):
-                self._m.inc("llmops_guardrail_triggers", (stage, rail, action))
-            self._m.observe("llmops_guardrail_seconds", (rail,), _number(a.get("llmops.guardrail.latency_ms")) / 1000)
+            series = cache.get(raw)
+            if series is None:
+                series = self._decision(raw)
+            checks, triggers, rail_seconds = series
+            checks.value += 1
+            if triggers is not None:
+                triggers.value += 1
+            latency = get("llmops.guardrail.latency_ms")
+            value = float(latency) / 1000 if isinstance(latency, (int, float)) else 0.0
+            rail_seconds.counts[bisect_left(rail_seconds.bounds, value)] += 1
+            rail_seconds.total += value
+
+    def _decision(self, raw: tuple[object, ...]) -> tuple[_Counter, _Counter | None, _Histogram]:
+        policy, stage, rail, action = (str(v) for v in raw)
+        m = self._m
+        series = (
+            m._counter(("llmops_guardrail_checks", (policy, stage, rail, action))),
+            None if action in ("pass", "skipped") else m._counter(("llmops_guardrail_triggers", (stage, rail, action))),
+            m._histogram(("llmops_guardrail_seconds", (rail,))),
+        )
+        if len(self._decisions) < _CACHE_LIMIT:
+            self._decisions[raw] = series
+        return series
+
+
+def _chat(m: PlatformMetrics, span: FinishedSpan, attributes: dict[str, Any], model: str, seconds: float) -> None:
+    """A gateway call's metrics (called with the metrics' lock held)."""
+    served = str(attributes.get("llmops.served_by", model))
+    cache = str(attributes.get("llmops.cache.hit", "none"))
+    m._counter(("llmops_gateway_calls", (model, served, status_name(span), cache))).value += 1
+    m._histogram(("llmops_gateway_call_seconds", (model,))).observe(seconds)
+    m._counter(("llmops_tokens", (served, "input"))).value += _number(attributes.get(genai.GEN_AI_USAGE_INPUT_TOKENS))
+    m._counter(("llmops_tokens", (served, "output"))).value += _number(attributes.get(genai.GEN_AI_USAGE_OUTPUT_TOKENS))
+    m._counter(("llmops_cost_usd", (served,))).value += _number(attributes.get("llmops.cost_usd"))
+    retries = attributes.get("llmops.retries")
+    if retries:
+        m._counter(("llmops_gateway_retries", (model,))).value += _number(retries)
+    fallbacks = attributes.get("llmops.fallbacks")
+    if isinstance(fallbacks, tuple | list) and fallbacks:
+        m._counter(("llmops_gateway_fallbacks", (model,))).value += len(fallbacks)
+    ttft = attributes.get(genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
+    if isinstance(ttft, float | int):
+        m._histogram(("llmops_time_to_first_token_seconds", (served,))).observe(float(ttft))
+    rate = attributes.get("llmops.tokens_per_s")
+    if isinstance(rate, float | int) and rate > 0:
+        m._histogram(("llmops_gateway_tokens_per_second", (served,))).observe(float(rate))
+    queued = attributes.get("llmops.queue_ms")
+    if isinstance(queued, float | int):
+        m._histogram(("llmops_gateway_queue_seconds", (served,))).observe(float(queued) / 1000)
 
 
 def _number(value: object) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
+    return float(value) if isinstance(value, (int, float)) else 0.0

@@ -12,27 +12,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
+
+from llmops.observability._light import FinishedSpan
 
 __all__ = ["request_metrics_row"]
 
 _PII_RAILS = frozenset({"pii", "pii_leakage", "secrets"})
+_OPERATION = genai.GEN_AI_OPERATION_NAME
 
 
 def request_metrics_row(
     request_id: str,
     trace_id: str,
-    root: ReadableSpan,
+    root: FinishedSpan,
     root_attributes: dict[str, Any],
-    spans: Sequence[tuple[ReadableSpan, dict[str, Any]]],
+    spans: Sequence[tuple[FinishedSpan, dict[str, Any]]],
     *,
     status: str,
     sampled: bool,
+    created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The ``request_metrics`` row of one request (``spans`` pairs each span with its attributes)."""
+    """The ``request_metrics`` row of one request (``spans`` pairs each span with its attributes; ``created_at``
+    is the root's start when the caller has it already)."""
     a = root_attributes
-    kind = root.name.split(" ", 1)[0]
     model = None
     ttft_ms = tokens_per_s = retrieval_ms = None
     input_tokens = output_tokens = 0
@@ -44,8 +47,8 @@ def request_metrics_row(
     grounding = a.get("llmops.guardrails.grounding_score")
     unsupported = None
     for span, attributes in spans:
-        stage = span.name.split(" ", 1)[0]
-        if attributes.get(genai.GEN_AI_OPERATION_NAME) == "chat":
+        name = span.name  # its stage is the first word: "retrieve", "guardrails.input", "chat <model>"
+        if attributes.get(_OPERATION) == "chat":
             model = attributes.get("llmops.served_by") or attributes.get(genai.GEN_AI_REQUEST_MODEL)
             ttft_ms = _float(attributes.get("llmops.ttft_ms"), ttft_ms)
             tokens_per_s = _float(attributes.get("llmops.tokens_per_s"), tokens_per_s)
@@ -55,15 +58,17 @@ def request_metrics_row(
             user = user or attributes.get("llmops.caller.user")
             team = team or attributes.get("llmops.caller.team")
             app = app or attributes.get("llmops.caller.app")
-        elif stage == "retrieve":
+        elif name == "retrieve" or name.startswith("retrieve "):
             retrieval_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
             scores = attributes.get("llmops.retrieval.scores")
-            if isinstance(scores, Sequence) and scores and isinstance(scores[0], int | float):
+            # Attribute values are primitives or tuples of them (lists before the SDK's or our cleaning).
+            if isinstance(scores, tuple | list) and scores and isinstance(scores[0], int | float):
                 top_score = float(scores[0])
-        elif stage.startswith("guardrails."):
-            triggered = attributes.get("llmops.guardrails.triggered") or ()
-            rails.extend(str(r) for r in triggered)
-            pii += sum(1 for r in triggered if r in _PII_RAILS)
+        elif name.startswith("guardrails."):
+            triggered = attributes.get("llmops.guardrails.triggered")
+            if triggered:
+                rails.extend(str(r) for r in triggered)
+                pii += sum(1 for r in triggered if r in _PII_RAILS)
             claims = attributes.get("llmops.guardrails.grounding_claims")
             if isinstance(claims, str):
                 with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
@@ -73,8 +78,8 @@ def request_metrics_row(
     return {
         "request_id": request_id,
         "trace_id": trace_id,
-        "created_at": datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
-        "kind": kind[:40],
+        "created_at": created_at or datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
+        "kind": root.name.split(" ", 1)[0][:40],
         "app": app,
         "prompt_name": a.get("llmops.prompt.name"),
         "prompt_version": a.get("llmops.prompt.version"),
@@ -93,21 +98,21 @@ def request_metrics_row(
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "cost_usd": cost,
-        "grounding_score": float(grounding) if isinstance(grounding, int | float) else None,
+        "grounding_score": float(grounding) if isinstance(grounding, (int, float)) else None,
         "unsupported_claims": unsupported,
         "top_score": top_score,
         "guardrail_triggers": len(rails),
         "pii_incidents": pii,
-        "rails": sorted(set(rails)),
+        "rails": sorted(set(rails)) if rails else [],
     }
 
 
 def _float(value: object, default: float | None) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
 
 def _int(value: object) -> int:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
 
 
 def _snapshot(value: object) -> int | None:

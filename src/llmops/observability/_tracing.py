@@ -1,7 +1,8 @@
-"""Tracing on the OpenTelemetry SDK; every finished trace is journalled durably before the request is answered.
+"""Tracing through the OpenTelemetry API; every finished trace is journalled durably before the request is answered.
 
-The platform owns its own ``TracerProvider`` (never the process-global one), so two platforms in one process, as in
-tests, do not share spans.
+The platform owns its own tracer provider (never the process-global one), so two platforms in one process, as in
+tests, do not share spans. It is a ``LightTracerProvider`` (``_light.py``): the OpenTelemetry API without the SDK's
+per-span work on the request path; the SDK's processors and exporters still take its spans (see ``_export.py``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.trace import StatusCode, format_trace_id
 
+from llmops.observability._light import UNSET, FinishedSpan, LightSpan, LightTracerProvider
 from llmops.observability._request_metrics import request_metrics_row
 from llmops.store import Journal
 
@@ -27,13 +28,15 @@ REQUEST_ID = "llmops.request_id"
 _MAX_OPEN_TRACES = 10_000
 
 
-def span_attributes(span: ReadableSpan) -> dict[str, Any]:
-    """A plain copy of a span's attributes (primitives or tuples of them, which orjson writes as they are).
+def span_attributes(span: FinishedSpan) -> dict[str, Any]:
+    """A span's attributes as a plain dict (primitives or tuples of them, which orjson writes as they are).
 
-    The public ``span.attributes`` is a read-only proxy over the SDK's BoundedAttributes, and copying it costs a
-    Python-level call per key (tens of microseconds per span at two dozen attributes). The plain dict underneath is
-    copied directly when it is there; the public path stays as the fallback.
+    For a ``LightSpan`` this is the span's own dict, not a copy (a finished span's attributes do not change): do not
+    modify it. For an SDK span, the public ``span.attributes`` is a read-only proxy over BoundedAttributes whose copy
+    costs a Python-level call per key, so the plain dict underneath is copied directly when it is there.
     """
+    if type(span) is LightSpan:
+        return span.attributes
     bounded = getattr(span, "_attributes", None)
     raw = getattr(bounded, "_dict", None)
     if isinstance(raw, dict):
@@ -55,26 +58,30 @@ class StoreSpanProcessor(SpanProcessor):
 
     def __init__(self, journal: Journal, *, sample_rate: float = 1.0, sampled_out_buffer: int = 5_000) -> None:
         self._journal = journal
-        self._open: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._open: OrderedDict[int, list[FinishedSpan]] = OrderedDict()
         self._lock = threading.Lock()
         self._threshold = int(sample_rate * (1 << 32))
-        self._sampled_out: OrderedDict[str, tuple[ReadableSpan, list[ReadableSpan]]] = OrderedDict()
+        self._sampled_out: OrderedDict[str, tuple[FinishedSpan, list[FinishedSpan]]] = OrderedDict()
         self._buffer = sampled_out_buffer
 
-    def on_end(self, span: ReadableSpan) -> None:
-        context = span.get_span_context()
+    def on_end(self, span: FinishedSpan) -> None:
+        context = span.context
         if context is None:
             return
-        is_root = span.parent is None or span.parent.is_remote
+        trace_id = context[0]  # SpanContext is a tuple: (trace_id, span_id, is_remote, ...)
+        parent = span.parent
+        opened = self._open
         with self._lock:
-            spans = self._open.setdefault(context.trace_id, [])
+            spans = opened.get(trace_id)
+            if spans is None:
+                spans = opened[trace_id] = []
             spans.append(span)
-            if not is_root:
-                if len(self._open) > _MAX_OPEN_TRACES:  # roots that never end must not grow memory forever
-                    self._open.popitem(last=False)
+            if parent is not None and not parent[2]:  # a local parent: the trace goes on
+                if len(opened) > _MAX_OPEN_TRACES:  # roots that never end must not grow memory forever
+                    opened.popitem(last=False)
                 return
-            del self._open[context.trace_id]
-        self._write(span, spans)
+            del opened[trace_id]
+        self._write(span, trace_id, spans)
 
     def keep(self, request_id: str) -> bool:
         """Store a sampled-out trace after all (feedback flagged it); False when it is not held any more."""
@@ -83,24 +90,30 @@ class StoreSpanProcessor(SpanProcessor):
         if held is None:
             return False
         root, spans = held
-        trace_row, span_rows = self._rows(root, span_attributes(root), spans, request_id)
+        trace_id = format_trace_id(root.context.trace_id)
+        attributes = span_attributes(root)
+        created_at = _created_at(root)
+        span_rows = _span_rows(trace_id, root, attributes, spans)
+        trace_row = _trace_row(request_id, trace_id, root, status_name(root), created_at)
         self._journal.append({"traces": [trace_row], "spans": span_rows})
         return True
 
-    def _sampled(self, root: ReadableSpan, attributes: dict[str, Any], status: str) -> bool:
-        if status == "error" or attributes.get("llmops.guardrails.blocked_by"):
-            return True
-        return (root.get_span_context().trace_id & 0xFFFFFFFF) < self._threshold  # type: ignore[union-attr]
-
-    def _write(self, root: ReadableSpan, spans: list[ReadableSpan]) -> None:
-        trace_id = format_trace_id(root.get_span_context().trace_id)  # type: ignore[union-attr]
+    def _write(self, root: FinishedSpan, trace_number: int, spans: list[FinishedSpan]) -> None:
+        trace_id = trace_number.to_bytes(16, "big").hex()
         attributes = span_attributes(root)
         request_id = str(attributes.get(REQUEST_ID) or f"trace_{trace_id}")
         status = status_name(root)
-        sampled = self._sampled(root, attributes, status)
-        pairs = [(s, attributes if s is root else span_attributes(s)) for s in spans]
-        metrics = request_metrics_row(request_id, trace_id, root, attributes, pairs, status=status, sampled=sampled)
+        sampled = (
+            status == "error"
+            or bool(attributes.get("llmops.guardrails.blocked_by"))
+            or (trace_number & 0xFFFFFFFF) < self._threshold
+        )
+        created_at = _created_at(root)
         if not sampled:
+            pairs = [(s, attributes if s is root else span_attributes(s)) for s in spans]
+            metrics = request_metrics_row(
+                request_id, trace_id, root, attributes, pairs, status=status, sampled=False, created_at=created_at
+            )
             with self._lock:
                 if self._buffer:
                     self._sampled_out[request_id] = (root, spans)
@@ -108,54 +121,16 @@ class StoreSpanProcessor(SpanProcessor):
                         self._sampled_out.popitem(last=False)
             self._journal.append({"request_metrics": [metrics]})
             return
-        trace_row, span_rows = self._rows(root, attributes, spans, request_id, pairs)
+        span_rows = _span_rows(trace_id, root, attributes, spans)
+        # The span rows pair each span with the attributes already taken (no second copy of an SDK span's).
+        pairs = [(s, row["attributes"]) for s, row in zip(spans, span_rows, strict=True)]
+        metrics = request_metrics_row(
+            request_id, trace_id, root, attributes, pairs, status=status, sampled=True, created_at=created_at
+        )
+        trace_row = _trace_row(request_id, trace_id, root, status, created_at)
+        # One orjson call (the journal's) serialises the whole line; JSON columns go in as objects, which the
+        # drain inserts as JSON.
         self._journal.append({"traces": [trace_row], "spans": span_rows, "request_metrics": [metrics]})
-
-    def _rows(
-        self,
-        root: ReadableSpan,
-        attributes: dict[str, Any],
-        spans: list[ReadableSpan],
-        request_id: str,
-        pairs: list[tuple[ReadableSpan, dict[str, Any]]] | None = None,
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        trace_id = format_trace_id(root.get_span_context().trace_id)  # type: ignore[union-attr]
-        # The trace row indexes the request; its attributes live once, on the root span (read back from there).
-        trace_row = {
-            "request_id": request_id,
-            "trace_id": trace_id,
-            "name": root.name,
-            "created_at": datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
-            "duration_ms": _duration_ms(root),
-            "status": status_name(root),
-            "attributes": "{}",
-        }
-        span_rows = []
-        for span, span_attrs in pairs or [(s, attributes if s is root else span_attributes(s)) for s in spans]:
-            context = span.get_span_context()
-            assert context is not None
-            span_rows.append(
-                {
-                    "trace_id": trace_id,
-                    "span_id": format_span_id(context.span_id),
-                    "parent_span_id": format_span_id(span.parent.span_id) if span.parent else None,
-                    "name": span.name,
-                    "start_ns": span.start_time or 0,
-                    "end_ns": span.end_time or 0,
-                    "duration_ms": _duration_ms(span),
-                    "status": status_name(span),
-                    "status_message": span.status.description,
-                    # JSON columns go into the journal already serialised, so draining does not redo it.
-                    "attributes": orjson.dumps(span_attrs).decode(),
-                    "events": orjson.dumps(
-                        [
-                            {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})}
-                            for e in span.events
-                        ]
-                    ).decode(),
-                }
-            )
-        return trace_row, span_rows
 
     def shutdown(self) -> None:
         with self._lock:
@@ -166,12 +141,84 @@ class StoreSpanProcessor(SpanProcessor):
         return True
 
 
-def status_name(span: ReadableSpan) -> str:
+def _created_at(root: FinishedSpan) -> datetime:
+    return datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC)
+
+
+def _trace_row(request_id: str, trace_id: str, root: FinishedSpan, status: str, created_at: datetime) -> dict[str, Any]:
+    # The trace row indexes the request; its attributes live once, on the root span (read back from there).
+    return {
+        "request_id": request_id,
+        "trace_id": trace_id,
+        "name": root.name,
+        "created_at": created_at,
+        "duration_ms": _duration_ms(root),
+        "status": status,
+        "attributes": "{}",
+    }
+
+
+def _span_rows(
+    trace_id: str, root: FinishedSpan, root_attributes: dict[str, Any], spans: list[FinishedSpan]
+) -> list[dict[str, Any]]:
+    """The ``spans`` rows of a trace. JSON columns go in as objects: the journal serialises the whole line at once,
+    and draining inserts them as JSON (the same text as serialising each one here)."""
+    rows = []
+    error = StatusCode.ERROR
+    root_id = root.context[1]
+    root_hex = root_id.to_bytes(8, "big").hex()  # most spans' parent: formatted once
+    for span in spans:
+        if span is root:
+            attributes = root_attributes
+            span_hex = root_hex
+        else:
+            attributes = span.attributes if type(span) is LightSpan else span_attributes(span)
+            span_hex = span.context[1].to_bytes(8, "big").hex()
+        parent = span.parent
+        if parent is None:
+            parent_hex = None
+        else:
+            parent_id = parent[1]
+            parent_hex = root_hex if parent_id == root_id else parent_id.to_bytes(8, "big").hex()
+        if not span.events:
+            events: list[dict[str, Any]] = []
+        elif type(span) is LightSpan:
+            events = [{"name": e.name, "time_ns": e.timestamp, "attributes": e.attributes} for e in span.events]
+        else:
+            events = [
+                {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in span.events
+            ]
+        start, end, status = span.start_time or 0, span.end_time or 0, span.status
+        if status is UNSET:  # most spans: their status was never set (a shared object)
+            status_text, message = "ok", None
+        else:
+            status_text = "error" if status.status_code is error else "ok"
+            message = status.description
+        rows.append(
+            {
+                "trace_id": trace_id,
+                "span_id": span_hex,
+                "parent_span_id": parent_hex,
+                "name": span.name,
+                "start_ns": start,
+                "end_ns": end,
+                "duration_ms": (end - start) / 1e6,
+                "status": status_text,
+                "status_message": message,
+                "attributes": attributes,
+                "events": events,
+            }
+        )
+    return rows
+
+
+def status_name(span: FinishedSpan) -> str:
     """``ok`` or ``error``: OpenTelemetry's UNSET means nothing went wrong."""
-    return "error" if span.status.status_code == StatusCode.ERROR else "ok"
+    status = span.status
+    return "ok" if status is UNSET else "error" if status.status_code == StatusCode.ERROR else "ok"
 
 
-def _duration_ms(span: ReadableSpan) -> float:
+def _duration_ms(span: FinishedSpan) -> float:
     return ((span.end_time or 0) - (span.start_time or 0)) / 1e6
 
 
@@ -186,7 +233,7 @@ class Tracing:
         sample_rate: float = 1.0,
         sampled_out_buffer: int = 5_000,
     ) -> None:
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        self.provider = LightTracerProvider(resource=Resource.create({"service.name": service_name}))
         self.store_processor = StoreSpanProcessor(
             journal, sample_rate=sample_rate, sampled_out_buffer=sampled_out_buffer
         )
