@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, StoreSpanProcessor
 from llmops.observability._export import ReadableSpanExporter
-from llmops.observability._light import LightSpan, LightTracer, LightTracerProvider, to_readable
+from llmops.observability._light import LightSpan, LightTracer, LightTracerProvider, clean_span, to_readable
 
 
 class Recorder(SpanProcessor):
@@ -163,31 +163,29 @@ def test_use_span_makes_a_started_span_current(tracer: LightTracer, recorder: Re
     assert recorder.ended == [child, root]
 
 
-def test_attributes_and_events_are_stored_as_the_sdk_stores_them(tracer: LightTracer) -> None:
+class Odd:
+    """An attribute value no JSON encoder knows; the SDK stores its ``str``."""
+
+    def __str__(self) -> str:
+        return "odd"
+
+
+def test_attributes_are_kept_as_given_and_cleaned_as_the_sdk_would_where_written(tracer: LightTracer) -> None:
     span = _light(tracer.start_span("retrieve", attributes={"llmops.retrieval.top_k": 4}))
     chunk_ids = ["a", "b"]
     span.set_attributes({"llmops.retrieval.chunk_ids": chunk_ids, "llmops.retrieval.mode": "dense", "none": None})
-    span.set_attribute("llmops.retrieval.scores", [0.9, 0.5])
-    span.set_attribute("mixed", cast(Any, [1, object()]))
+    span.set_attribute("mixed", cast(Any, [1, object(), Odd()]))
     span.set_attribute("mapping", {"k": (1, 2)})
-    chunk_ids.append("c")  # the caller's list changing later does not change the span
     event: dict[str, Any] = {"llmops.guardrail.rail": "pii", "llmops.guardrail.action": "pass", "list": [1]}
     span.add_event("guardrail.decision", event)
-    event["llmops.guardrail.action"] = "block"
+    event["llmops.guardrail.action"] = "block"  # the event keeps a copy of the caller's dict
     span.add_event("cache.miss", timestamp=123)
 
-    assert span.attributes == {
-        "llmops.retrieval.top_k": 4,
-        "llmops.retrieval.chunk_ids": ("a", "b"),
-        "llmops.retrieval.mode": "dense",
-        "none": None,
-        "llmops.retrieval.scores": (0.9, 0.5),
-        "mixed": (1, None),
-        "mapping": {"k": (1, 2)},
-    }
+    assert span.attributes["llmops.retrieval.chunk_ids"] is chunk_ids  # as given: no copy on the request path
+    assert span.attributes["none"] is None and span.attributes["llmops.retrieval.top_k"] == 4
     decision, miss = span.events
     assert decision.name == "guardrail.decision"
-    assert decision.attributes == {"llmops.guardrail.rail": "pii", "llmops.guardrail.action": "pass", "list": (1,)}
+    assert decision.attributes == {"llmops.guardrail.rail": "pii", "llmops.guardrail.action": "pass", "list": [1]}
     assert (miss.name, miss.timestamp, miss.attributes) == ("cache.miss", 123, {})
 
     span.end()
@@ -195,6 +193,16 @@ def test_attributes_and_events_are_stored_as_the_sdk_stores_them(tracer: LightTr
     span.add_event("late")
     span.update_name("renamed")
     assert "late" not in span.attributes and len(span.events) == 2 and span.name == "retrieve"
+
+    # Where the values are written, they are cleaned as the SDK cleans them when they are set.
+    readable = to_readable(span)
+    sdk_span = TracerProvider().get_tracer("sdk").start_span("retrieve")
+    sdk_span.set_attributes(span.attributes)
+    assert dict(readable.attributes or {}) == dict(sdk_span.attributes or {})  # type: ignore[attr-defined]
+    assert dict(readable.attributes or {})["mixed"] == (1, None, "odd")
+    assert clean_span(span) and span.attributes.get("llmops.retrieval.chunk_ids") == ("a", "b")
+    assert span.events[0].attributes["list"] == (1,)
+    assert not clean_span(span)  # clean already
 
 
 def test_status_follows_the_sdk_rules(tracer: LightTracer) -> None:
@@ -270,7 +278,7 @@ def test_a_finished_span_converts_to_the_sdks_readable_span(tracer: LightTracer)
     assert isinstance(readable, ReadableSpan)
     assert (readable.name, readable.kind, readable.parent) == ("guardrails.input", SpanKind.INTERNAL, child.parent)
     assert readable.context == child.context
-    assert dict(readable.attributes or {}) == child.attributes
+    assert dict(readable.attributes or {}) == {"llmops.guardrails.rails": ("size",), "llmops.guardrails.allowed": True}
     assert [(e.name, dict(e.attributes or {}), e.timestamp) for e in readable.events] == [
         ("guardrail.decision", {"llmops.guardrail.rail": "size"}, child.events[0].timestamp)
     ]
@@ -301,7 +309,7 @@ class CapturedJournal:
         self.lines.append(orjson.loads(orjson.dumps(rows_by_table, option=orjson.OPT_NAIVE_UTC)))
 
 
-def _request(tracer: trace.Tracer, request_id: str) -> None:
+def _request(tracer: trace.Tracer, request_id: str, *, odd: bool = False) -> None:
     """A RAG-shaped request: a root, guardrails with decision events, retrieval, a failing tool and a chat call."""
     with tracer.start_as_current_span("rag handbook", kind=SpanKind.SERVER) as root:
         root.set_attributes({"llmops.request_id": request_id, "llmops.rag.app": "handbook"})
@@ -323,6 +331,8 @@ def _request(tracer: trace.Tracer, request_id: str) -> None:
                                  "llmops.cost_usd": 0.001, "llmops.tokens_per_s": 50.0, "gen_ai.request.top_p": None,
                                  "gen_ai.response.finish_reasons": ("stop",)})  # fmt: skip
         root.set_attributes({"llmops.guardrails.grounding_score": 0.9, "llmops.citations": ["a"]})
+        if odd:  # values orjson cannot write: the line is written with them cleaned, as the SDK cleans them
+            root.set_attributes({"llmops.odd": cast(Any, Odd()), "llmops.mixed": cast(Any, [1, object()])})
 
 
 _VARYING = {
@@ -347,13 +357,14 @@ def _stable(value: Any) -> Any:
     return value
 
 
-def test_the_store_and_metrics_processors_write_the_same_for_sdk_and_light_spans() -> None:
+@pytest.mark.parametrize("odd", [False, True], ids=["plain", "odd-values"])
+def test_the_store_and_metrics_processors_write_the_same_for_sdk_and_light_spans(odd: bool) -> None:
     written: dict[str, tuple[CapturedJournal, PlatformMetrics]] = {}
     for name, provider in (("sdk", TracerProvider()), ("light", LightTracerProvider())):
         journal, metrics = CapturedJournal(), PlatformMetrics()
         provider.add_span_processor(StoreSpanProcessor(journal))  # type: ignore[arg-type]
         provider.add_span_processor(MetricsSpanProcessor(metrics))
-        _request(provider.get_tracer("llmops"), "req_same")
+        _request(provider.get_tracer("llmops"), "req_same", odd=odd)
         written[name] = (journal, metrics)
 
     (sdk_line,), (light_line,) = written["sdk"][0].lines, written["light"][0].lines
@@ -368,6 +379,8 @@ def test_the_store_and_metrics_processors_write_the_same_for_sdk_and_light_spans
     root = spans["rag handbook"]
     assert all(row["trace_id"] == root["trace_id"] for row in light_line["spans"])
     assert all(row["parent_span_id"] == root["span_id"] for name, row in spans.items() if name != "rag handbook")
+    if odd:
+        assert root["attributes"]["llmops.odd"] == "odd" and root["attributes"]["llmops.mixed"] == [1, None]
     # Counters and histogram counts agree (bucket placement of durations differs from run to run).
     light_counts, sdk_counts = (_counts(written[name][1]) for name in ("light", "sdk"))
     assert light_counts == sdk_counts
@@ -379,3 +392,18 @@ def test_the_store_and_metrics_processors_write_the_same_for_sdk_and_light_spans
 def _counts(metrics: PlatformMetrics) -> list[str]:
     lines = metrics.render().decode().splitlines()
     return sorted(line for line in lines if ("_total{" in line or "_count{" in line or "guardrail_seconds_sum" in line))
+
+
+def test_a_sampled_out_trace_is_held_and_kept_later_with_its_values_cleaned() -> None:
+    journal, provider = CapturedJournal(), LightTracerProvider()
+    processor = StoreSpanProcessor(journal, sample_rate=0.0)  # type: ignore[arg-type]
+    provider.add_span_processor(processor)
+    _request(provider.get_tracer("llmops"), "req_later", odd=True)
+
+    (metrics_only,) = journal.lines
+    assert set(metrics_only) == {"request_metrics"} and metrics_only["request_metrics"][0]["sampled"] is False
+    assert processor.keep("req_later") and not processor.keep("req_later")
+    kept = journal.lines[1]
+    assert kept["traces"][0]["request_id"] == "req_later" and len(kept["spans"]) == 5
+    (root,) = [row for row in kept["spans"] if row["parent_span_id"] is None]
+    assert root["attributes"]["llmops.odd"] == "odd"

@@ -17,7 +17,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import StatusCode, format_trace_id
 
-from llmops.observability._light import UNSET, FinishedSpan, LightSpan, LightTracerProvider
+from llmops.observability._light import UNSET, FinishedSpan, LightSpan, LightTracerProvider, clean_span
 from llmops.observability._request_metrics import request_metrics_row
 from llmops.store import Journal
 
@@ -29,11 +29,12 @@ _MAX_OPEN_TRACES = 10_000
 
 
 def span_attributes(span: FinishedSpan) -> dict[str, Any]:
-    """A span's attributes as a plain dict (primitives or tuples of them, which orjson writes as they are).
+    """A span's attributes as a plain dict (primitives, or sequences of them, which orjson writes as they are).
 
     For a ``LightSpan`` this is the span's own dict, not a copy (a finished span's attributes do not change): do not
-    modify it. For an SDK span, the public ``span.attributes`` is a read-only proxy over BoundedAttributes whose copy
-    costs a Python-level call per key, so the plain dict underneath is copied directly when it is there.
+    modify it; its values are as they were set (see ``_light.py``). For an SDK span, the public ``span.attributes``
+    is a read-only proxy over BoundedAttributes whose copy costs a Python-level call per key, so the plain dict
+    underneath is copied directly when it is there.
     """
     if type(span) is LightSpan:
         return span.attributes
@@ -91,14 +92,19 @@ class StoreSpanProcessor(SpanProcessor):
             return False
         root, spans = held
         trace_id = format_trace_id(root.context.trace_id)
-        attributes = span_attributes(root)
-        created_at = _created_at(root)
-        span_rows = _span_rows(trace_id, root, attributes, spans)
-        trace_row = _trace_row(request_id, trace_id, root, status_name(root), created_at)
-        self._journal.append({"traces": [trace_row], "spans": span_rows})
+        for attempt in range(2):
+            created_at = _created_at(root)
+            span_rows = _span_rows(trace_id, root, span_attributes(root), spans)
+            trace_row = _trace_row(request_id, trace_id, root, status_name(root), created_at)
+            try:
+                self._journal.append({"traces": [trace_row], "spans": span_rows})
+                break
+            except TypeError:  # see _write
+                if attempt or not _clean_trace(spans):
+                    raise
         return True
 
-    def _write(self, root: FinishedSpan, trace_number: int, spans: list[FinishedSpan]) -> None:
+    def _write(self, root: FinishedSpan, trace_number: int, spans: list[FinishedSpan], *, retry: bool = True) -> None:
         trace_id = trace_number.to_bytes(16, "big").hex()
         attributes = span_attributes(root)
         request_id = str(attributes.get(REQUEST_ID) or f"trace_{trace_id}")
@@ -119,18 +125,26 @@ class StoreSpanProcessor(SpanProcessor):
                     self._sampled_out[request_id] = (root, spans)
                     if len(self._sampled_out) > self._buffer:
                         self._sampled_out.popitem(last=False)
-            self._journal.append({"request_metrics": [metrics]})
-            return
-        span_rows = _span_rows(trace_id, root, attributes, spans)
-        # The span rows pair each span with the attributes already taken (no second copy of an SDK span's).
-        pairs = [(s, row["attributes"]) for s, row in zip(spans, span_rows, strict=True)]
-        metrics = request_metrics_row(
-            request_id, trace_id, root, attributes, pairs, status=status, sampled=True, created_at=created_at
-        )
-        trace_row = _trace_row(request_id, trace_id, root, status, created_at)
-        # One orjson call (the journal's) serialises the whole line; JSON columns go in as objects, which the
-        # drain inserts as JSON.
-        self._journal.append({"traces": [trace_row], "spans": span_rows, "request_metrics": [metrics]})
+            line: dict[str, list[dict[str, Any]]] = {"request_metrics": [metrics]}
+        else:
+            span_rows = _span_rows(trace_id, root, attributes, spans)
+            # The span rows pair each span with the attributes already taken (no second copy of an SDK span's).
+            pairs = [(s, row["attributes"]) for s, row in zip(spans, span_rows, strict=True)]
+            metrics = request_metrics_row(
+                request_id, trace_id, root, attributes, pairs, status=status, sampled=True, created_at=created_at
+            )
+            trace_row = _trace_row(request_id, trace_id, root, status, created_at)
+            # One orjson call (the journal's) serialises the whole line; JSON columns go in as objects, which the
+            # drain inserts as JSON.
+            line = {"traces": [trace_row], "spans": span_rows, "request_metrics": [metrics]}
+        try:
+            self._journal.append(line)
+        except TypeError:
+            # A value orjson cannot write (light spans keep attribute values as given): clean the trace's spans as
+            # the SDK would have (objects become their str) and write it again.
+            if not retry or not _clean_trace(spans):
+                raise
+            self._write(root, trace_number, spans, retry=False)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -139,6 +153,15 @@ class StoreSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _clean_trace(spans: list[FinishedSpan]) -> bool:
+    """Clean the light spans' attributes in place (see ``clean_span``); False when none changed."""
+    changed = False
+    for span in spans:
+        if type(span) is LightSpan and clean_span(span):
+            changed = True
+    return changed
 
 
 def _created_at(root: FinishedSpan) -> datetime:
