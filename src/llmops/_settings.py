@@ -88,6 +88,7 @@ class ApiKeyConfig(BaseModel):
     team: str | None = None
     app: str | None = None
     tags: list[str] = Field(default_factory=list)
+    cost_centre: str | None = Field(default=None, description="who is charged for this key's calls (cost reports)")
 
 
 class LimitConfig(BaseModel):
