@@ -224,12 +224,6 @@ def test_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         platform.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the RAG pipeline names the user only on the gateway span (llmops.caller.user): a request answered "
-    "'I don't know' without asking the model has no user on its metrics row, so erasure cannot find it; setting "
-    "llmops.caller.user on the RAG root span fixes it",
-)
 def test_a_request_that_never_reached_the_model_is_erased_too(tmp_path: Path, database_url: str) -> None:
     settings = Settings(data_dir=tmp_path / "d", database_url=database_url, rag_apps=[RagConfig(min_similarity=0.99)])
     platform = Platform(settings, embedder=HashEmbedder(), providers={LOCAL_MODEL: ScriptedProvider("ok")})

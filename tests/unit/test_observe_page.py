@@ -390,7 +390,8 @@ def test_the_page_shows_what_the_api_returns(platform: Platform, tmp_path: Path)
     assert out["explore"]["paths"] == 1 and out["explore"]["legend"] == "handbook-rag"
 
     # 3. traces: the waterfall has a row per span, indented by depth, bars within the track.
-    assert [row[1] for row in out["traces"]] == [request_id]
+    listed = [row[1] for row in out["traces"]]  # newest first: the request, then the ingestion run before it
+    assert listed[0] == request_id and len(listed) == 2 and listed[1].startswith("ing_")
     assert out["hash"] == f"trace={request_id}"
     assert [row["name"] for row in out["waterfall"]] == [s["name"] for s in spans]
     assert [row["indent"] for row in out["waterfall"]] == [f"{s['depth'] * 14}px" for s in spans]

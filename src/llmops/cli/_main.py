@@ -13,6 +13,7 @@ from rich.table import Column, Table
 from llmops._settings import Settings
 from llmops.cli._common import console, open_platform, with_platform
 from llmops.cli._compliance import evidence_pack, maturity
+from llmops.cli._costs import costs_app
 from llmops.cli._evaluation import eval_app
 from llmops.cli._gateway import gateway_app
 from llmops.cli._guardrails import guardrails_app
@@ -27,6 +28,7 @@ from llmops.cli._loop import (
     runbooks_app,
     triggers_app,
 )
+from llmops.cli._privacy import privacy_app
 from llmops.cli._prompts import prompts_app, roles_app
 
 __all__ = ["app", "main"]
@@ -46,6 +48,8 @@ app.add_typer(reviews_app, name="reviews")
 app.add_typer(drift_app, name="drift")
 app.add_typer(metrics_app, name="metrics")
 app.add_typer(audit_app, name="audit")
+app.add_typer(costs_app, name="costs")
+app.add_typer(privacy_app, name="privacy")
 app.command()(explain)
 app.command()(replay)
 app.command()(maturity)

@@ -85,6 +85,7 @@ METRICS: dict[str, tuple[str, _Reduce]] = {
     "cost_per_request_usd": ("mean cost of a request", _mean("cost_usd")),
 }  # fmt: skip
 _ONLINE = "online:"
+_NOT_SERVED = ("ingest", "trigger")
 _COLUMNS = [c.name for c in RequestMetricRow.__table__.columns if c.name not in ("trace_id", "rails")]
 
 
@@ -199,6 +200,9 @@ class MetricsQuery:
         ]
         if app is not None:
             conditions.append(RequestMetricRow.app == app)
+        if "kind" not in (where or {}):
+            # Ingestion runs and trigger firings are traced like requests; served requests are what metrics mean.
+            conditions.append(RequestMetricRow.kind.not_in(_NOT_SERVED))
         for name, value in (where or {}).items():
             if name not in DIMENSIONS:
                 raise ValueError(f"cannot filter on {name!r}; dimensions are {', '.join(DIMENSIONS)}")

@@ -145,6 +145,8 @@ class RagPipeline:
         request_id = request_id or new_request_id()
         root = self._tracer.start_span(f"rag {self.config.name}", kind=trace.SpanKind.SERVER)
         root.set_attributes({"llmops.request_id": request_id, "llmops.rag.app": self.config.name})
+        if user:
+            root.set_attribute("llmops.caller.user", user)  # metrics, erasure and lineage find the user by it
         variant = _Variant(key=user or request_id)
         answer: RagAnswer | None = None
         started = time.perf_counter()

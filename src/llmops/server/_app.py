@@ -21,6 +21,7 @@ from llmops.server._anthropic_api import anthropic_router
 from llmops.server._api import api_router
 from llmops.server._chat_completions import ChatCompletions
 from llmops.server._compliance_api import compliance_router
+from llmops.server._costs_api import costs_router
 from llmops.server._eval_api import eval_router
 from llmops.server._guardrails_api import guardrails_router
 from llmops.server._knowledge_api import knowledge_router
@@ -28,6 +29,7 @@ from llmops.server._limits import BodySizeLimit
 from llmops.server._lineage_api import lineage_router
 from llmops.server._loop_api import loop_router
 from llmops.server._openai_api import openai_router
+from llmops.server._privacy_api import privacy_router
 from llmops.server._prompts_api import prompts_router
 
 __all__ = ["app_from_settings", "create_app", "tune_garbage_collector"]
@@ -85,6 +87,8 @@ def _fastapi(platform: Platform) -> FastAPI:
     app.include_router(loop_router(platform))
     app.include_router(lineage_router(platform))
     app.include_router(compliance_router(platform))
+    app.include_router(costs_router(platform))
+    app.include_router(privacy_router(platform))
     static = resources.files("llmops.server") / "_static"
     pages = {path: (static / file).read_text(encoding="utf-8") for path, file in _PAGES.items()}
 
