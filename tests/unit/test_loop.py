@@ -75,8 +75,10 @@ def test_concurrent_audit_writers_keep_one_chain(database_url: str) -> None:
     store = Store(database_url)
     store.migrate()
     audit = AuditLog(store)
+    # Two writers per log (they take turns) and two logs (as two replicas would: they race for numbers and retry).
+    logs = [audit, AuditLog(store)]
     threads = [
-        threading.Thread(target=lambda i=i: [audit.record(f"u{i}", "x", "t", str(n)) for n in range(10)])
+        threading.Thread(target=lambda i=i: [logs[i % 2].record(f"u{i}", "x", "t", str(n)) for n in range(10)])
         for i in range(4)
     ]
     for t in threads:

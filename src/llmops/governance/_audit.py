@@ -9,6 +9,9 @@ loser retries with the next one, so the chain stays linear across processes and 
 from __future__ import annotations
 
 import hashlib
+import random
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +27,7 @@ from llmops.store import Store
 __all__ = ["GENESIS_HASH", "AuditLog", "AuditVerification", "content_hash"]
 
 GENESIS_HASH = "0" * 64
-_RETRIES = 20
+_RETRIES = 50
 
 
 def content_hash(value: Any) -> str:
@@ -50,6 +53,9 @@ class AuditLog:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # Writers in this process take turns; writers in other processes (replicas, the CLI) race for the next
+        # number and the loser retries after a short, jittered wait.
+        self._lock = threading.Lock()
 
     def record(
         self,
@@ -64,7 +70,20 @@ class AuditLog:
     ) -> int:
         """Append an entry and return its sequence number. ``before``/``after`` are stored as hashes only."""
         details = details or {}
-        for _ in range(_RETRIES):
+        with self._lock:
+            return self._append(actor, action, object_type, object_id, before, after, details)
+
+    def _append(
+        self,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str,
+        before: Any,
+        after: Any,
+        details: dict[str, Any],
+    ) -> int:
+        for attempt in range(_RETRIES):
             with self._store.session() as session:
                 last = session.execute(
                     select(AuditEntryRow.seq, AuditEntryRow.entry_hash).order_by(AuditEntryRow.seq.desc()).limit(1)
@@ -86,8 +105,9 @@ class AuditLog:
             try:
                 with self._store.session() as session:
                     session.add(row)
-            except IntegrityError:
-                continue  # another writer took this number: chain onto its entry instead
+            except IntegrityError:  # another process took this number: chain onto its entry instead
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
             return seq
         raise RuntimeError("could not append to the audit log: too much contention")
 
