@@ -406,3 +406,16 @@ def test_the_feedback_sdk_and_api_over_http(ingested: Platform) -> None:
                          headers={"X-LLMOps-User": "oncall"})  # fmt: skip
         assert ran.status_code == 200 and ran.json()["status"] == "failed"  # label never moved: nothing to undo
         assert httpx.get(f"{base}/api/audit/verify").json()["ok"] is True
+
+
+def test_prometheus_has_quality_latency_and_cost_of_answers_by_app_and_prompt_version(ingested: Platform) -> None:
+    _ask(ingested)
+    text = ingested.metrics.render().decode()
+    assert 'llmops_rag_answers_total{app="handbook-rag",outcome="answered",prompt_version="1",snapshot="1"} 1.0' in text
+    assert 'llmops_rag_seconds_count{app="handbook-rag",prompt_version="1"} 1.0' in text
+    assert 'llmops_rag_cost_usd_total{app="handbook-rag",prompt_version="1"}' in text
+    row = ingested.request_metrics.series("hallucination_rate", window_s=600, bucket_s=600)
+    grounding = ingested.request_metrics.value("grounding_score")
+    if grounding.value is not None:  # the default policy checks grounding: both views agree on who was checked
+        assert 'llmops_rag_grounding_score_count{app="handbook-rag",prompt_version="1"} 1.0' in text
+        assert row and row[0]["count"] == 1

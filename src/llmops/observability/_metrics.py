@@ -56,6 +56,19 @@ _METRICS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...] | None]] = {
     ),
     "llmops_guardrail_seconds": ("Time a rail took", ("rail",), _LATENCY_BUCKETS),
     "llmops_online_eval_score": ("Online evaluation scores of sampled answers", ("app", "metric"), _SCORE_BUCKETS),
+    "llmops_rag_answers": (
+        "RAG answers by app, prompt version, index snapshot and outcome (answered, abstained, blocked, error)",
+        ("app", "prompt_version", "snapshot", "outcome"),
+        None,
+    ),
+    "llmops_rag_seconds": ("End-to-end latency of RAG answers", ("app", "prompt_version"), _LATENCY_BUCKETS),
+    "llmops_rag_grounding_score": ("Grounding score of RAG answers", ("app", "prompt_version"), _SCORE_BUCKETS),
+    "llmops_rag_unsupported_answers": (
+        "RAG answers with at least one claim the sources do not support (hallucination)",
+        ("app", "prompt_version"),
+        None,
+    ),
+    "llmops_rag_cost_usd": ("Cost of RAG answers in US dollars", ("app", "prompt_version"), None),
 }
 
 
@@ -181,6 +194,8 @@ class MetricsSpanProcessor(SpanProcessor):
             histogram.total += seconds
             if span.parent is None:
                 m._counter(("llmops_requests", (stage, status_name(span)))).value += 1
+                if stage == "rag":
+                    _rag(m, span, attributes, seconds)
             if guardrails:
                 self._guardrails(span)
             if attributes.get(_OPERATION) == "chat":
@@ -258,6 +273,29 @@ def _chat(m: PlatformMetrics, span: FinishedSpan, attributes: dict[str, Any], mo
     queued = attributes.get("llmops.queue_ms")
     if isinstance(queued, float | int):
         m._histogram(("llmops_gateway_queue_seconds", (served,))).observe(float(queued) / 1000)
+
+
+def _rag(m: PlatformMetrics, span: FinishedSpan, attributes: dict[str, Any], seconds: float) -> None:
+    """A RAG answer's quality, latency and cost by app and prompt version (called with the metrics' lock held)."""
+    app = str(attributes.get("llmops.rag.app", ""))
+    version = str(attributes.get("llmops.prompt.version", ""))
+    snapshot = str(attributes.get("llmops.index.snapshot", ""))
+    if status_name(span) == "error":
+        outcome = "error"
+    elif attributes.get("llmops.guardrails.blocked_by"):
+        outcome = "blocked"
+    elif attributes.get("llmops.rag.abstained"):
+        outcome = "abstained"
+    else:
+        outcome = "answered"
+    m._counter(("llmops_rag_answers", (app, version, snapshot, outcome))).value += 1
+    m._histogram(("llmops_rag_seconds", (app, version))).observe(seconds)
+    m._counter(("llmops_rag_cost_usd", (app, version))).value += _number(attributes.get("llmops.cost_usd"))
+    grounding = attributes.get("llmops.guardrails.grounding_score")
+    if isinstance(grounding, float | int):
+        m._histogram(("llmops_rag_grounding_score", (app, version))).observe(float(grounding))
+        if _number(attributes.get("llmops.guardrails.unsupported_claims")) > 0:
+            m._counter(("llmops_rag_unsupported_answers", (app, version))).value += 1
 
 
 def _number(value: object) -> float:

@@ -45,7 +45,8 @@ def request_metrics_row(
     rails: list[str] = []
     pii = 0
     grounding = a.get("llmops.guardrails.grounding_score")
-    unsupported = None
+    root_unsupported = a.get("llmops.guardrails.unsupported_claims")
+    unsupported = root_unsupported if isinstance(root_unsupported, int) else None
     for span, attributes in spans:
         name = span.name  # its stage is the first word: "retrieve", "guardrails.input", "chat <model>"
         if attributes.get(_OPERATION) == "chat":

@@ -288,7 +288,12 @@ class RagPipeline:
         self._record_text(root, "llmops.rag.answer", variant.model_answer)
         if generation.grounding is not None:
             answer.grounding_score = generation.grounding
-            root.set_attribute("llmops.guardrails.grounding_score", generation.grounding)
+            root.set_attributes(
+                {
+                    "llmops.guardrails.grounding_score": generation.grounding,
+                    "llmops.guardrails.unsupported_claims": generation.unsupported,
+                }
+            )
         if result is None:
             yield answer
             return
@@ -407,6 +412,8 @@ class RagPipeline:
             break
         assert guard is not None
         generation.grounding = guard.grounding.score if guard.grounding is not None else None
+        if guard.grounding is not None:
+            generation.unsupported = sum(1 for claim in guard.grounding.claims if not claim.supported)
         stop = generation.stop
         generation.model_text = stop.message if stop is not None else guard.released
         generation.text = stop.message if stop is not None else self._restore(engine, guard.released, pseudonymizer)
@@ -552,6 +559,7 @@ class _Generation:
     text: str = ""
     model_text: str = ""  # the answer as the model wrote it, before pseudonyms are restored
     grounding: float | None = None
+    unsupported: int = 0  # claims of the answer its sources do not support
 
 
 @dataclass
