@@ -107,6 +107,11 @@ def test_every_acknowledged_request_has_its_trace_after_kill_9(tmp_path: Path, u
         deadline = time.monotonic() + LOAD_DEADLINE_S
         while len(acknowledged) < KILL_AFTER_ACKNOWLEDGED and time.monotonic() < deadline:
             time.sleep(0.01)
+        # Kill mid-drain: once some of the load's traces reached the store (a busy machine can take a while to
+        # drain the first ones), while the newest are still only in the journal.
+        drained_by = time.monotonic() + LOAD_DEADLINE_S
+        while _stored(data_dir, list(acknowledged)) == 0 and time.monotonic() < drained_by:
+            time.sleep(0.05)
         os.killpg(server.pid, signal.SIGKILL)  # mid-load: every client has a request in flight
         server.wait(timeout=30)
         stop.set()
