@@ -1,7 +1,12 @@
-"""The RAG request pipeline: input rails, retrieve, pack context, render prompt, generate, output rails, cite.
+"""The RAG request pipeline: input rails, retrieve, pack context, render prompt, generate, output rails, cite,
+and hold for human review when the app says so.
 
 Each stage is a span of the request's trace. When nothing relevant is retrieved (no chunk reaches the similarity
 threshold) the pipeline answers that it does not know, without asking the model: a small model asked anyway invents.
+
+An app whose `HumanReviewConfig` can hold answers does not stream them as they are generated: whether an answer must
+wait for a person is known only once the output rails and the grounding check have seen all of it, so its text is
+released at the end (or, when it is held, never: the caller gets `PENDING_REVIEW_ANSWER` and the review id).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -21,12 +26,21 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from llmops._settings import RagConfig
 from llmops._spans import mark_error
 from llmops.gateway import Caller, ChatRequest, ChatResult, Gateway, TextDelta, Usage
-from llmops.guardrails import GuardrailEngine, Guardrails, GuardResult, Pseudonymizer, StreamGuard, StreamStep
+from llmops.guardrails import (
+    GuardrailEngine,
+    Guardrails,
+    GuardResult,
+    Pseudonymizer,
+    RailDecision,
+    StreamGuard,
+    StreamStep,
+)
 from llmops.knowledge import KnowledgeBase, RetrievedChunk
 from llmops.prompts import Experiment, PromptRegistry, PromptVersion
 from llmops.rag._guarding import GuardrailStop, record_check
+from llmops.rag._review import PENDING_REVIEW_ANSWER, AnswerReviews, HeldAnswer, hold_reasons, may_hold
 
-__all__ = ["ABSTAIN_ANSWER", "AnswerHook", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
+__all__ = ["ABSTAIN_ANSWER", "AnswerHook", "AnswerStatus", "Citation", "RagAnswer", "RagPipeline", "new_request_id"]
 
 ABSTAIN_ANSWER = "I don't know. None of the documents I can search covers this question."
 _REASK = "Your previous answer was not accepted: {problem}. Answer again with only the corrected answer."
@@ -45,6 +59,10 @@ class Citation(RetrievedChunk):
 
     number: int = 0
     cited: bool = False
+
+
+#: ``pending_review``: the answer waits for a person; ``answer`` is `PENDING_REVIEW_ANSWER`, ``citations`` are empty.
+AnswerStatus = Literal["answered", "abstained", "blocked", "pending_review"]
 
 
 @dataclass
@@ -67,6 +85,8 @@ class RagAnswer:
     stages_ms: dict[str, float] = field(default_factory=dict)
     guardrail: GuardrailStop | None = None  # the rail that blocked or replaced the answer
     grounding_score: float | None = None
+    status: AnswerStatus = "answered"
+    review_id: str | None = None  # the review a held answer waits for (``GET /api/answers/{request_id}``)
     # Every chunk retrieval returned, best first (citations are the ones that fit the context). For evaluation
     # and online scoring; not part of the API response.
     retrieved: list[RetrievedChunk] = field(default_factory=list, repr=False)
@@ -106,10 +126,13 @@ class RagPipeline:
         tracer: trace.Tracer,
         record_content: bool = True,
         on_answer: AnswerHook | None = None,
+        reviews: AnswerReviews | None = None,
     ) -> None:
         """``record_content`` stores the question (as the model saw it, after the input rails' redaction) and the
         model's answer (before pseudonyms are restored) on the request's trace; ``on_answer`` is called with every
-        finished answer and the question, after its trace is written (online evaluation samples from it)."""
+        finished answer and the question, after its trace is written (online evaluation samples from it, and sees
+        a held answer as it was generated). ``reviews`` is where answers the app's ``human_review`` holds go; without
+        it nothing is held (offline evaluation and replays, whose answers reach operators, not callers)."""
         self.config = config
         self._knowledge = knowledge
         self._prompts = prompts
@@ -118,6 +141,7 @@ class RagPipeline:
         self._tracer = tracer
         self._record_content = record_content
         self._on_answer = on_answer
+        self._reviews = reviews
 
     async def ask(self, question: str, *, request_id: str | None = None, user: str | None = None) -> RagAnswer:
         answer: RagAnswer | None = None
@@ -147,7 +171,7 @@ class RagPipeline:
         root.set_attributes({"llmops.request_id": request_id, "llmops.rag.app": self.config.name})
         if user:
             root.set_attribute("llmops.caller.user", user)  # metrics, erasure and lineage find the user by it
-        variant = _Variant(key=user or request_id)
+        variant = _Variant(key=user or request_id, user=user)
         answer: RagAnswer | None = None
         started = time.perf_counter()
         try:
@@ -165,7 +189,7 @@ class RagPipeline:
                 await self._record_outcomes(variant, request_id, answer, started)
         assert answer is not None
         if self._on_answer is not None:
-            self._on_answer(answer, variant.question, variant.model_answer)
+            self._on_answer(variant.generated or answer, variant.question, variant.model_answer)
         yield answer
 
     async def _record_outcomes(
@@ -219,6 +243,7 @@ class RagPipeline:
                 checked = await asyncio.to_thread(engine.check_input, question, user=user, pseudonymizer=pseudonymizer)
             record_check(span, checked)
         if checked is not None:
+            variant.decisions.extend(checked.decisions)
             if not checked.allowed:
                 for event in self._stopped(checked, request_id, root, started, stages):
                     yield event
@@ -232,6 +257,7 @@ class RagPipeline:
             with self._stage("guardrails.context", ctx, stages) as span:
                 context_check = await asyncio.to_thread(engine.check_context, [h.text for h in hits])
                 record_check(span, context_check)
+            variant.decisions.extend(context_check.decisions)
             if not context_check.allowed:
                 for event in self._stopped(context_check, request_id, root, started, stages):
                     yield event
@@ -272,11 +298,12 @@ class RagPipeline:
         generation = _Generation(
             self._chat_request(prompt, messages), Caller(user=user, app=config.name), request_id=request_id
         )
-        async for delta in self._generate_guarded(generation, engine, pseudonymizer, question, packed, ctx, stages):
+        held_back = self._held_back()
+        generated = self._generate_guarded(generation, engine, pseudonymizer, question, packed, ctx, stages)
+        async for delta in _kept_back(generated, held_back):
             yield delta
         result, stop, text = generation.result, generation.stop, generation.text
         if stop is not None:
-            yield stop
             root.set_attribute("llmops.guardrails.blocked_by", stop.rail)
         elif result is not None and result.finish_reason == "length":
             text = _complete_sentences(text)  # an answer cut by max_tokens ends mid-sentence
@@ -294,24 +321,83 @@ class RagPipeline:
                     "llmops.guardrails.unsupported_claims": generation.unsupported,
                 }
             )
-        if result is None:
-            yield answer
+        _record_result(answer, result, prompt, snapshot, root)
+        async for event in self._deliver(answer, held_back, generation, variant, root, ctx, stages):
+            yield event
+
+    def _held_back(self) -> list[TextDelta] | None:
+        """Where the answer's text waits when the app may hold it (the decision is made once the output rails have
+        seen all of it); None when it streams as generated."""
+        return [] if self._reviews is not None and may_hold(self.config.human_review) else None
+
+    async def _deliver(
+        self,
+        answer: RagAnswer,
+        held_back: list[TextDelta] | None,
+        generation: _Generation,
+        variant: _Variant,
+        root: trace.Span,
+        ctx: Context,
+        stages: dict[str, float],
+    ) -> AsyncIterator[TextDelta | GuardrailStop | RagAnswer]:
+        """The text kept back, the stop, the answer; or, when the app holds the answer, the pending text instead."""
+        reasons: list[str] = []
+        if held_back is not None and generation.stop is None:
+            reasons = hold_reasons(
+                self.config.human_review,
+                decisions=[*variant.decisions, *generation.decisions],
+                grounding=generation.grounding,
+                unsupported=generation.unsupported if generation.grounding is not None else None,
+            )
+        if reasons:
+            pending = await self._hold(answer, reasons, variant, root, ctx, stages)
+            yield TextDelta(pending.answer)
+            yield pending
             return
-        answer.prompt_version = prompt.version
-        answer.index_snapshot = snapshot
-        answer.usage, answer.cost_usd, answer.ttft_ms = result.usage, result.cost_usd, result.ttft_ms
-        root.set_attributes(
-            {
-                "llmops.prompt.name": prompt.name,
-                "llmops.prompt.version": prompt.version,
-                "llmops.index.snapshot": snapshot if snapshot is not None else -1,
-                genai.GEN_AI_USAGE_INPUT_TOKENS: result.usage.input_tokens,
-                genai.GEN_AI_USAGE_OUTPUT_TOKENS: result.usage.output_tokens,
-                "llmops.cost_usd": result.cost_usd,
-                "llmops.citations": [c.chunk_id for c in citations if c.cited],
-            }
-        )
+        for delta in held_back or ():
+            yield delta
+        if generation.stop is not None:
+            yield generation.stop
         yield answer
+
+    async def _hold(
+        self,
+        answer: RagAnswer,
+        reasons: list[str],
+        variant: _Variant,
+        root: trace.Span,
+        ctx: Context,
+        stages: dict[str, float],
+    ) -> RagAnswer:
+        """Queue ``answer`` for a person; returns what the caller gets instead (nothing of the answer in it)."""
+        assert self._reviews is not None
+        held = HeldAnswer(
+            request_id=answer.request_id,
+            trace_id=answer.trace_id,
+            app=answer.app,
+            question=variant.question,
+            answer=answer.answer,
+            citations=[asdict(c) for c in answer.citations],
+            reasons=reasons,
+            user=variant.user,
+            grounding_score=answer.grounding_score,
+        )
+        with self._stage("review.hold", ctx, stages) as span:
+            # A hold that cannot be stored fails the request: the answer is never released in its place.
+            review_id = await asyncio.to_thread(self._reviews.hold, held)
+            span.set_attributes({"llmops.review.id": review_id, "llmops.review.reasons": reasons})
+        root.set_attributes({"llmops.review.held": True, "llmops.review.id": review_id,
+                             "llmops.review.reasons": reasons})  # fmt: skip
+        variant.generated = answer
+        return replace(
+            answer,
+            answer=PENDING_REVIEW_ANSWER.format(review_id=review_id),
+            citations=[],
+            retrieved=[],
+            status="pending_review",
+            review_id=review_id,
+            stages_ms=dict(stages),
+        )
 
     def _record_text(self, root: trace.Span, key: str, text: str) -> None:
         """The question or answer on the trace: what the model saw or wrote (pseudonyms not restored), with any
@@ -411,6 +497,7 @@ class RagPipeline:
                 record_check(span, guard.result(""))
             break
         assert guard is not None
+        generation.decisions = guard.result("").decisions
         generation.grounding = guard.grounding.score if guard.grounding is not None else None
         if guard.grounding is not None:
             generation.unsupported = sum(1 for claim in guard.grounding.claims if not claim.supported)
@@ -535,6 +622,7 @@ class RagPipeline:
             citations=citations,
             abstained=abstained,
             blocked=blocked,
+            status="blocked" if blocked else "abstained" if abstained else "answered",
             model=self.config.model,
             prompt_name=self.config.prompt,
             prompt_version=None,
@@ -560,6 +648,7 @@ class _Generation:
     model_text: str = ""  # the answer as the model wrote it, before pseudonyms are restored
     grounding: float | None = None
     unsupported: int = 0  # claims of the answer its sources do not support
+    decisions: list[RailDecision] = field(default_factory=list)  # the output rails'
 
 
 @dataclass
@@ -568,10 +657,13 @@ class _Variant:
     the question as the model saw it and the answer as the model wrote it."""
 
     key: str
+    user: str | None = None
     experiment: Experiment | None = None
     version: int | None = None
     question: str = ""  # as the model saw it (after the input rails)
     model_answer: str = ""  # as the model wrote it (before pseudonyms are restored)
+    decisions: list[RailDecision] = field(default_factory=list)  # the input and context rails'
+    generated: RagAnswer | None = None  # a held answer as it was generated (the caller got the pending one)
 
 
 class _Stage:
@@ -596,6 +688,37 @@ class _Stage:
 AnswerHook = Callable[[RagAnswer, str, str], object]
 _UNFIXED = "I couldn't produce an answer in the required format."
 _SENTENCE_END = re.compile(r"[.!?](?:\[\d{1,3}\])?(?=\s|$)")
+
+
+def _record_result(
+    answer: RagAnswer, result: ChatResult | None, prompt: PromptVersion, snapshot: int | None, root: trace.Span
+) -> None:
+    """What the model's finished call adds to the answer and to the request's trace (nothing when a rail cut it)."""
+    if result is None:
+        return
+    answer.prompt_version = prompt.version
+    answer.index_snapshot = snapshot
+    answer.usage, answer.cost_usd, answer.ttft_ms = result.usage, result.cost_usd, result.ttft_ms
+    root.set_attributes(
+        {
+            "llmops.prompt.name": prompt.name,
+            "llmops.prompt.version": prompt.version,
+            "llmops.index.snapshot": snapshot if snapshot is not None else -1,
+            genai.GEN_AI_USAGE_INPUT_TOKENS: result.usage.input_tokens,
+            genai.GEN_AI_USAGE_OUTPUT_TOKENS: result.usage.output_tokens,
+            "llmops.cost_usd": result.cost_usd,
+            "llmops.citations": [c.chunk_id for c in answer.citations if c.cited],
+        }
+    )
+
+
+async def _kept_back(deltas: AsyncIterator[TextDelta], kept: list[TextDelta] | None) -> AsyncIterator[TextDelta]:
+    """``deltas`` as they come, or none of them when ``kept`` is a list: they are kept in it."""
+    async for delta in deltas:
+        if kept is None:
+            yield delta
+        else:
+            kept.append(delta)
 
 
 def _complete_sentences(text: str) -> str:

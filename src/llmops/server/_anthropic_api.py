@@ -1,7 +1,7 @@
 """An Anthropic-compatible surface, ``POST /v1/messages``, so the ``anthropic`` SDK works against llmops unchanged.
 
 Requests are translated to the gateway's chat shape (system, text and tool blocks, tools), answered by any model the
-gateway serves, and returned as an Anthropic message or as its server-sent events.
+gateway serves, and returned as an Anthropic message or as its server-sent events, with the AI disclosure headers.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from llmops.gateway import (
     ToolCallDelta,
     UnknownModelError,
 )
-from llmops.rag import GuardrailStop, new_request_id
+from llmops.rag import AIDisclosure, GuardrailStop, new_request_id
 from llmops.server._shared import caller_from
 
 __all__ = ["anthropic_router"]
@@ -165,6 +165,7 @@ def _event(kind: str, payload: dict[str, Any]) -> bytes:
 
 def anthropic_router(platform: Platform) -> APIRouter:
     router = APIRouter(prefix="/v1")
+    disclosure = AIDisclosure(platform.settings.transparency.disclosure)
 
     @router.post("/messages", response_model=None)
     async def messages(body: MessagesRequest, http: Request) -> Response:
@@ -179,7 +180,7 @@ def anthropic_router(platform: Platform) -> APIRouter:
         except _ERRORS as exc:
             return _error(exc)
         stream = platform.guarded_gateway.stream(body.to_gateway(), request_id=request_id, caller=caller)
-        headers = {"x-request-id": request_id}
+        headers = {"x-request-id": request_id, **disclosure.headers}
         if not body.stream:
             try:
                 result = next(e for e in [e async for e in stream] if isinstance(e, ChatResult | GuardrailStop))

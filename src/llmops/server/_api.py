@@ -1,4 +1,9 @@
-"""The platform's own REST API: ask, traces, health and metrics."""
+"""The platform's own REST API: ask, held answers, traces, health and metrics.
+
+Every answer carries the AI disclosure (an ``ai_disclosure`` field and the ``X-LLMOps-AI-*`` headers). An answer the
+app holds for human review comes back with ``status: pending_review`` and a review id instead of its text; its caller
+fetches the outcome from ``GET /api/answers/{request_id}`` once a reviewer has decided.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from pydantic import BaseModel, Field
 from llmops._platform import Platform
 from llmops.gateway import ProviderError
 from llmops.observability import TraceNotFoundError
+from llmops.rag import AIDisclosure
 
 __all__ = ["api_router"]
 
@@ -22,6 +28,7 @@ class AskRequest(BaseModel):
 
 def api_router(platform: Platform) -> APIRouter:
     router = APIRouter()
+    disclosure = AIDisclosure(platform.settings.transparency.disclosure)
 
     @router.post("/api/ask")
     async def ask(body: AskRequest, response: Response) -> dict[str, Any]:
@@ -34,7 +41,18 @@ def api_router(platform: Platform) -> APIRouter:
         except ProviderError as exc:
             raise HTTPException(502, f"the model failed: {exc}") from exc
         response.headers["x-request-id"] = answer.request_id
-        return answer.to_dict()
+        response.headers.update(disclosure.headers)
+        return {**answer.to_dict(), "ai_disclosure": disclosure.to_dict()}
+
+    @router.get("/api/answers/{request_id}")
+    async def held_answer(request_id: str, response: Response) -> dict[str, Any]:
+        """The outcome of an answer held for review: ``pending_review``, ``released`` (with the answer and its
+        citations) or ``withheld``; who decided and when."""
+        outcome = await asyncio.to_thread(platform.reviews.answer, request_id)
+        if outcome is None:
+            raise HTTPException(404, f"no answer of request {request_id!r} is held for review")
+        response.headers.update(disclosure.headers)
+        return {**outcome, "ai_disclosure": disclosure.to_dict()}
 
     @router.get("/api/traces")
     async def recent_traces(

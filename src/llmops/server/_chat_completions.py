@@ -10,6 +10,10 @@ guardrail policy: when a rail blocks or replaces the answer, the finish reason i
 filter reports it) and a ``guardrail`` field says which rail, which action and which policy version. Streams carry
 usage in a final chunk when ``stream_options.include_usage`` is set, and a failure after the stream started ends it
 with an ``error`` event and no ``[DONE]``.
+
+Every answer carries the AI disclosure headers (``X-LLMOps-AI-Generated``, ``X-LLMOps-AI-Disclosure``). A RAG answer
+the app holds for human review comes back as the neutral pending text, with ``status: pending_review`` and the
+``review_id`` as extra fields; the answer itself is fetched from ``GET /api/answers/{request_id}`` once released.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from llmops.gateway import (
     Usage,
     check_base_url,
 )
-from llmops.rag import GuardrailStop, RagAnswer, new_request_id
+from llmops.rag import AIDisclosure, GuardrailStop, RagAnswer, new_request_id
 from llmops.server._shared import GATEWAY_ERRORS, ErrorResponse, caller_from, gateway_error, openai_error, usage_dict
 
 __all__ = ["ChatCompletionRequest", "ChatCompletions"]
@@ -139,6 +143,7 @@ class ChatCompletions:
     def __init__(self, app: ASGIApp, platform: Platform) -> None:
         self.app = app
         self.platform = platform
+        self._disclosure = AIDisclosure(platform.settings.transparency.disclosure).raw_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:
@@ -204,10 +209,10 @@ class ChatCompletions:
                 await _send_error(send, openai_error(502, "the answer ended without finishing", kind="upstream_error"))
                 return
             payload = orjson.dumps(chunks.completion(final))
-            await _start(send, 200, "application/json", request_id, len(payload))
+            await _start(send, 200, "application/json", request_id, self._disclosure, len(payload))
             await send({"type": "http.response.body", "body": payload})
             return
-        await _start(send, 200, "text/event-stream", request_id)
+        await _start(send, 200, "text/event-stream", request_id, self._disclosure)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         try:
             async for piece in _sse(first, iterator, chunks, include_usage):
@@ -227,8 +232,15 @@ async def _read(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-async def _start(send: Send, status: int, content_type: str, request_id: str, length: int | None = None) -> None:
-    headers = [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode())]
+async def _start(
+    send: Send,
+    status: int,
+    content_type: str,
+    request_id: str,
+    extra: list[tuple[bytes, bytes]],
+    length: int | None = None,
+) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"x-request-id", request_id.encode()), *extra]
     if length is not None:
         headers.append((b"content-length", str(length).encode()))
     else:
@@ -250,6 +262,8 @@ async def _rag_events(platform: Platform, body: ChatCompletionRequest, request_i
             extra: dict[str, Any] = {"request_id": request_id, "citations": [asdict(c) for c in event.citations]}
             if event.grounding_score is not None:
                 extra["grounding_score"] = event.grounding_score
+            if event.status == "pending_review":
+                extra.update(status=event.status, review_id=event.review_id)
             finish = "stop"
             if event.guardrail is not None:
                 finish, extra["guardrail"] = "content_filter", event.guardrail.to_dict()

@@ -1,6 +1,7 @@
 """The rest of the OpenAI-compatible surface: ``/v1/models``, ``/v1/completions`` and ``/v1/embeddings``.
 
-``/v1/chat/completions``, the hot path, is a bare ASGI handler of its own (`ChatCompletions`).
+``/v1/chat/completions``, the hot path, is a bare ASGI handler of its own (`ChatCompletions`). Completions carry the
+AI disclosure headers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmops._platform import Platform
 from llmops.gateway import ChatRequest
-from llmops.rag import new_request_id
+from llmops.rag import AIDisclosure, new_request_id
 from llmops.server._shared import GATEWAY_ERRORS, caller_from, gateway_error, openai_error, usage_dict
 
 __all__ = ["openai_router"]
@@ -56,6 +57,7 @@ def _encode(vector: list[float], encoding: str) -> list[float] | str:
 
 def openai_router(platform: Platform) -> APIRouter:
     router = APIRouter(prefix="/v1")
+    disclosure = AIDisclosure(platform.settings.transparency.disclosure)
 
     @router.get("/models")
     async def list_models() -> dict[str, Any]:
@@ -97,7 +99,7 @@ def openai_router(platform: Platform) -> APIRouter:
                 "choices": [choice],
                 "usage": usage_dict(result.usage),
             },
-            {"x-request-id": request_id},
+            {"x-request-id": request_id, **disclosure.headers},
         )
 
     @router.post("/embeddings", response_model=None)
