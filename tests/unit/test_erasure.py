@@ -233,7 +233,29 @@ def test_a_request_that_never_reached_the_model_is_erased_too(tmp_path: Path, da
         assert answer.abstained  # nothing was similar enough: "I don't know", without asking the model
         platform.journal.flush()
         assert _found(platform, [ALICE_ASKS[0]])
-        erase_user(platform.store, platform.journal, platform.audit, ALICE, by="dpo")
+        platform.erase_user(ALICE, by="dpo")
         assert _found(platform, [ALICE_ASKS[0]]) == []
+    finally:
+        platform.close()
+
+
+def test_an_answer_held_for_review_is_erased_with_its_question(tmp_path: Path, database_url: str) -> None:
+    from llmops._settings import HumanReviewConfig
+
+    app = RagConfig(min_similarity=-1.0, human_review=HumanReviewConfig(always=True))
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, rag_apps=[app])
+    model_says = "Alice's manager Carol approves her 15 PTO days [1]."
+    platform = Platform(settings, embedder=HashEmbedder(), providers={LOCAL_MODEL: ScriptedProvider(model_says)})
+    try:
+        platform.knowledge.ingest(SAMPLES)
+        answer = asyncio.run(platform.rag().ask(ALICE_ASKS[0], user=ALICE))
+        assert answer.status == "pending_review"
+        platform.reviews.resolve(answer.review_id or "", by="dana", verdict="release", answer="Edited: 15 days.")
+        counts = platform.erase_user(ALICE, by="dpo")
+        assert counts["held_answers_erased"] == 1
+        assert _found(platform, [ALICE_ASKS[0], "Carol approves", "Edited: 15 days.", ALICE]) == []
+        outcome = platform.reviews.answer(answer.request_id)
+        assert outcome is not None and outcome["status"] == "released" and outcome["reviewer"] == "dana"
+        assert outcome["answer"] == ERASED
     finally:
         platform.close()

@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from llmops._platform import Platform
 from llmops.cli._common import User, actor, console, errors, open_platform
-from llmops.governance._erasure import erase_user
 
 __all__ = ["privacy_app"]
 
@@ -19,14 +17,6 @@ privacy_app = typer.Typer(no_args_is_help=True)
 @privacy_app.callback()
 def privacy() -> None:
     """Personal data: erase a user's content on request."""  # a group, even while ``erase`` is its only command
-
-
-def _erase(platform: Platform, user_id: str, *, by: str) -> dict[str, int]:
-    """Erase ``user_id`` on a running platform, draining its background queues first (drift, online scoring)."""
-    settle = [platform.drift.flush]
-    if platform.online_eval is not None:
-        settle.append(platform.online_eval.drain)
-    return erase_user(platform.store, platform.journal, platform.audit, user_id, by=by, settle=settle)
 
 
 @privacy_app.command("erase")
@@ -42,7 +32,7 @@ def erase(
         errors.print("nothing erased")
         raise typer.Exit(1)
     with open_platform() as platform:
-        counts = _erase(platform, user_id, by=actor(user))
+        counts = platform.erase_user(user_id, by=actor(user))
     if as_json:
         console.print_json(json.dumps(counts))
         return

@@ -15,7 +15,8 @@ those requests left behind, wherever it went:
 - experiment results on those questions: input and output replaced, score details cleared, and the traces of the
   runs that answered them deleted like the user's own;
 - derived records that may quote a question (drift reports' example questions, trigger firings, action runs,
-  review items): the user's questions and feedback text replaced where they occur;
+  review items): the user's questions and feedback text replaced where they occur; answers held for human review:
+  question, answer and citations erased (the reviewer's decision stays);
 - the embedding cache: entries for the user's questions deleted.
 
 What stays, pseudonymised: the request metrics, gateway calls (costs) and feedback values, whose ``user`` becomes a
@@ -131,6 +132,7 @@ class _Erasure:
         derived = self._erase_eval_results()
         self._erase_request_content(requests | derived)
         self._clear_feedback(requests)
+        self._erase_held_answers(requests)
         self._pseudonymise()
         self._scrub_derived_records()
         self._forget_embeddings()
@@ -277,6 +279,23 @@ class _Erasure:
             )
             cleared += _rowcount(self.session.execute(others.values(comment=None, correction=None)))
         self.counts["feedback_cleared"] = cleared
+
+    def _erase_held_answers(self, requests: set[str]) -> None:
+        """Answers held for human review: the question, the answer and its citations go, the decision stays."""
+        erased = 0
+        for item_id, details in list(self.session.execute(select(ReviewItemRow.id, ReviewItemRow.details))):
+            held = (details or {}).get("held_answer")
+            if not isinstance(held, dict):
+                continue
+            if held.get("request_id") not in requests and held.get("user") != self.user_id:
+                continue
+            held = {**held, "question": ERASED, "answer": ERASED, "citations": [], "user": self.tombstone}
+            if "edited_answer" in held:
+                held["edited_answer"] = ERASED
+            new = {**details, "held_answer": held}
+            self.session.execute(update(ReviewItemRow).where(ReviewItemRow.id == item_id).values(details=new))
+            erased += 1
+        self.counts["held_answers_erased"] = erased
 
     def _pseudonymise(self) -> None:
         s, user, tombstone = self.session, self.user_id, self.tombstone

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Header, HTTPException
 from fastapi import Path as PathParam
 
 from llmops._platform import Platform
-from llmops.governance._erasure import erase_user
 
 __all__ = ["privacy_router"]
 
@@ -27,13 +26,8 @@ def privacy_router(platform: Platform) -> APIRouter:
         entry. Returns the counts and ``audit_seq``. 401 without ``X-LLMOps-User``."""
         if not actor or not actor.strip():
             raise HTTPException(401, "say who you are: the X-LLMOps-User header is required to erase a user's data")
-        settle = [platform.drift.flush]
-        if platform.online_eval is not None:
-            settle.append(platform.online_eval.drain)
         try:
-            return await asyncio.to_thread(
-                erase_user, platform.store, platform.journal, platform.audit, user_id, by=actor, settle=settle
-            )
+            return await asyncio.to_thread(platform.erase_user, user_id, by=actor)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
 
