@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from llmops.evaluation import (
     seed_judge_prompts,
 )
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
-from llmops.governance import AuditLog, Lineage, RoleDirectory
+from llmops.governance import AccessControl, AuditLog, Lineage
+from llmops.governance._erasure import erase_user
 from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
 from llmops.knowledge import (
     Embedder,
@@ -106,7 +108,12 @@ class Platform:
 
         self.embedder = embedder or MiniLMEmbedder(threads=self.settings.embedding_threads)
         self.knowledge = self._build_knowledge()
-        self.roles = RoleDirectory(self.store)
+        self.access = AccessControl(
+            self.store, audit=self.audit.record, default_project=self.settings.auth.default_project
+        )
+        for app_config in self.settings.rag_apps:
+            self.access.projects.ensure(app_config.project, by="llmops")
+        self.roles = self.access.roles
         self.prompts = PromptRegistry(
             self.store,
             roles=self.roles.roles_of,
@@ -165,6 +172,7 @@ class Platform:
             scrub=self.guardrails.scrub,
         )
         self._drift_results: dict[str, tuple[float, DriftResult | None]] = {}
+        self.reviews = ReviewQueue(self.store, audit=self.audit.record)
         self.rag_apps = {
             app.name: RagPipeline(
                 app,
@@ -175,6 +183,8 @@ class Platform:
                 tracer=self.tracing.tracer,
                 record_content=self.settings.evaluation.trace_content,
                 on_answer=self._answer_hook(app.name),
+                reviews=self.reviews,
+                document_scope=functools.partial(self.access.document_scope, app.project),
             )
             for app in self.settings.rag_apps
         }
@@ -206,7 +216,6 @@ class Platform:
             rag_apps={app.name: app for app in self.settings.rag_apps},
             audit=self.audit.record,
         )
-        self.reviews = ReviewQueue(self.store)
         self.actions = load_actions()
         triggers = self.settings.triggers
         self.triggers = TriggerEngine(
@@ -254,7 +263,16 @@ class Platform:
             tracer=self.tracing.tracer,
             by=by,
             record_content=self.settings.evaluation.trace_content,
+            document_scope=self.access.document_scope,
         )
+
+    def erase_user(self, user_id: str, *, by: str) -> dict[str, int]:
+        """Erase ``user_id``'s content (see `llmops.governance.erase_user`) once the background queues that may
+        still carry it (drift observations, online scoring) have reached the store."""
+        settle = [self.drift.flush]
+        if self.online_eval is not None:
+            settle.append(self.online_eval.drain)
+        return erase_user(self.store, self.journal, self.audit, user_id, by=by, settle=settle)
 
     def run_runbook(self, name: str, params: dict[str, Any] | None = None, *, by: str) -> dict[str, Any]:
         """Run the runbook ``name`` now, as ``by``; returns the firing with each step's outcome."""

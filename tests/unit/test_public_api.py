@@ -29,9 +29,10 @@ EXPECTED = {
         "ReviewRefusedError", "TemplateRenderer", "VersionInfo", "compare", "pull_prompts", "push_prompts",
     },
     "llmops.governance": {
-        "DIMENSIONS", "ROLES", "AuditLog", "AuditVerification", "Lineage", "MaturityReport", "NotReplayableError",
-        "RoleDirectory", "assess_maturity", "content_hash", "evidence_pack", "render_evidence_markdown",
-        "render_markdown", "render_replay_markdown",
+        "ALL_PROJECTS", "DIMENSIONS", "PERMISSIONS", "ROLES", "AccessControl", "AuditLog", "AuditVerification",
+        "Identity", "InvalidKeyError", "Lineage", "MaturityReport", "NotReplayableError", "RoleDirectory",
+        "assess_maturity", "content_hash", "evidence_pack", "render_evidence_markdown", "render_markdown",
+        "render_replay_markdown",
     },
     "llmops.evaluation": {
         "Agreement", "AsyncMetric", "DatasetFileError", "DatasetNotFoundError", "DatasetRegistry", "DatasetVersion",
@@ -68,7 +69,8 @@ EXPECTED = {
     },
     "llmops.rag": {
         "ABSTAIN_ANSWER", "AnswerHook", "Citation", "GuardedGateway", "GuardrailStop", "RagAnswer", "RagPipeline",
-        "new_request_id",
+        "new_request_id", "PENDING_REVIEW_ANSWER", "AIDisclosure", "AnswerReviews", "AnswerStatus", "HeldAnswer",
+        "hold_reasons", "may_hold",
     },
     "llmops.observability": {
         "DIMENSIONS", "METRICS", "REQUEST_ID", "Aggregate", "DriftDetector", "DriftMonitor", "DriftResult",

@@ -16,15 +16,15 @@ from llmops.store import Store, StoreError
 TABLES = {
     "alembic_version", "chunks", "documents", "index_snapshots", "prompt_labels", "prompt_versions", "prompts",
     "spans", "traces", "prompt_stages", "prompt_history", "prompt_policies", "prompt_change_requests",
-    "prompt_reviews", "prompt_checks", "prompt_experiments", "prompt_experiment_outcomes", "role_grants",
+    "prompt_reviews", "prompt_checks", "prompt_experiments", "prompt_experiment_outcomes", "project_roles",
     "gateway_calls", "price_books", "gateway_call_repricings", "guardrail_policies", "guardrail_policy_versions",
     "guardrail_policy_labels", "guardrail_policy_history", "knowledge_sources", "snapshot_changes",
     "chunking_configs", "embedding_cache", "knowledge_index_state", "eval_datasets", "eval_dataset_versions",
     "eval_dataset_items", "eval_dataset_drafts", "eval_experiments", "eval_results", "eval_online_scores",
     "request_metrics", "drift_observations", "drift_reports", "feedback", "trigger_firings", "action_runs",
-    "review_items", "trigger_rules", "audit_log",
+    "review_items", "trigger_rules", "audit_log", "projects", "principals", "api_keys", "project_objects",
 }  # fmt: skip
-HEAD = "0007"
+HEAD = "0008"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:

@@ -52,8 +52,15 @@ def _moment(text: str | None, option: str) -> datetime | None:
 
 
 def _report(platform: Platform, by: list[str], since: datetime | None, until: datetime | None) -> CostReport:
-    keys = platform.settings.gateway.api_keys
-    return cost_report(platform.store, by=by, since=since, until=until, keys=keys, flush=platform.journal.flush)
+    return cost_report(
+        platform.store,
+        by=by,
+        since=since,
+        until=until,
+        keys=platform.settings.gateway.api_keys,
+        centres=platform.access.keys.centres(),
+        flush=platform.journal.flush,
+    )
 
 
 @costs_app.command("report")

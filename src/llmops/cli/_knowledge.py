@@ -25,9 +25,22 @@ def ingest(
     ] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="parse, chunk and embed on this Ray cluster")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="the project the given locations' documents belong to")
+    ] = None,
 ) -> None:
     """Ingest documents: add new ones, re-process changed ones, remove deleted ones. A killed run resumes."""
     with open_platform() as platform:
+        metadata = None
+        if project is not None:
+            if not locations:
+                errors.print("[red]--project applies to the locations given:[/] name the folders, files or URLs")
+                raise typer.Exit(2)
+            if not platform.access.projects.exists(project):
+                errors.print(f"[red]no project {project!r}:[/] create it first (llmops projects create {project})")
+                raise typer.Exit(2)
+            if project != platform.access.default_project:
+                metadata = {"project": project}
         processor = None
         if ray is not None:
             from llmops.knowledge._ray import ray_processor_from_settings
@@ -51,7 +64,9 @@ def ingest(
                 def step(done: int, total: int, _uri: str, _status: str) -> None:
                     bar.update(task, completed=done, total=total)
 
-                report = platform.knowledge.ingest(locations or None, on_progress=step, processor=processor)
+                report = platform.knowledge.ingest(
+                    locations or None, on_progress=step, processor=processor, metadata=metadata
+                )
         except IngestBusyError as exc:
             errors.print(f"[red]{exc}[/]")
             raise typer.Exit(1) from exc

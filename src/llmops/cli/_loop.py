@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 import yaml
@@ -208,10 +208,24 @@ def list_reviews(status: Annotated[str, typer.Option()] = "open") -> None:
 
 @reviews_app.command("resolve")
 def resolve_review(
-    item_id: str, resolution: Annotated[str, typer.Option()] = "", dismiss: bool = False, user: User = None
+    item_id: str,
+    resolution: Annotated[str, typer.Option()] = "",
+    dismiss: bool = False,
+    release: Annotated[bool, typer.Option("--release", help="a held answer: release it to its caller")] = False,
+    withhold: Annotated[bool, typer.Option("--withhold", help="a held answer: never show it")] = False,
+    answer: Annotated[str | None, typer.Option("--answer", help="release this edited answer instead")] = None,
+    user: User = None,
 ) -> None:
+    """Close a review item; a held answer needs --release (optionally with --answer) or --withhold."""
+    if release and withhold:
+        raise typer.BadParameter("--release or --withhold, not both")
+    verdict: Literal["release", "withhold"] | None = (
+        "release" if release or answer else "withhold" if withhold else None
+    )
     with open_platform() as platform:
-        item = platform.reviews.resolve(item_id, by=actor(user), resolution=resolution, dismiss=dismiss)
+        item = platform.reviews.resolve(
+            item_id, by=actor(user), resolution=resolution, dismiss=dismiss, verdict=verdict, answer=answer
+        )
         platform.audit.record(actor(user), "review.resolve", "review_item", item_id, details={"status": item["status"]})
     console.print(f"{item_id}: {item['status']}")
 

@@ -11,7 +11,8 @@ import typer
 from rich.table import Column, Table
 
 from llmops._settings import Settings
-from llmops.cli._common import console, open_platform, with_platform
+from llmops.cli._access import keys_app, projects_app, roles_app, users_app
+from llmops.cli._common import console, errors, open_platform, with_platform
 from llmops.cli._compliance import evidence_pack, maturity
 from llmops.cli._costs import costs_app
 from llmops.cli._evaluation import eval_app
@@ -29,13 +30,16 @@ from llmops.cli._loop import (
     triggers_app,
 )
 from llmops.cli._privacy import privacy_app
-from llmops.cli._prompts import prompts_app, roles_app
+from llmops.cli._prompts import prompts_app
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(help="llmops: the production loop for LLM applications.", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(roles_app, name="roles")
+app.add_typer(projects_app, name="projects")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(guardrails_app, name="guardrails")
 app.add_typer(sources_app, name="sources")
@@ -68,6 +72,16 @@ _TRACE_DETAILS = (
 )
 
 
+def _warn_if_open(settings: Settings, host: str) -> None:
+    """Keys off is for one person on a laptop: say so when the server is reachable from elsewhere."""
+    if not settings.auth.required and host not in ("127.0.0.1", "localhost", "::1"):
+        errors.print(
+            f"[yellow]warning:[/] API keys are not required (auth.required: false) and {host} is reachable from "
+            "other machines: anyone who reaches it acts as an admin. Set LLMOPS_AUTH__REQUIRED=true and create "
+            "keys with `llmops keys create`."
+        )
+
+
 @app.command()
 def up(
     host: Annotated[str | None, typer.Option(help="bind address (LLMOPS_HOST)")] = None,
@@ -83,6 +97,7 @@ def up(
         # Replicas share the store; limits and caches are per process unless gateway.redis_url is set.
         settings = Settings()
         bind_host, bind_port = host or settings.host, port or settings.port
+        _warn_if_open(settings, bind_host)
         console.print(f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] with {workers} workers")
         uvicorn.run("llmops.server:app_from_settings", factory=True, host=bind_host, port=bind_port,
                     workers=workers, log_level="info", access_log=False)  # fmt: skip
@@ -90,6 +105,7 @@ def up(
     with open_platform(journal_drain="process") as platform:
         settings = platform.settings
         bind_host, bind_port = host or settings.host, port or settings.port
+        _warn_if_open(settings, bind_host)
         if platform.rag_apps:  # load the RAG model before the first request, not during it
             platform.gateway.count_tokens(platform.rag().config.model, "warm up")
         console.print(

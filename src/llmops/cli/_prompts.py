@@ -1,4 +1,4 @@
-"""``llmops prompts ...`` and ``llmops roles ...``: the prompt registry from the terminal.
+"""``llmops prompts ...``: the prompt registry from the terminal.
 
 The acting user is ``--user``, else ``LLMOPS_USER``, else the operating-system user.
 """
@@ -15,12 +15,11 @@ from llmops._platform import Platform
 from llmops.cli._common import Env, User, actor, console, errors, with_platform
 from llmops.prompts import Comparison, Experiment, pull_prompts, push_prompts
 
-__all__ = ["prompts_app", "roles_app"]
+__all__ = ["prompts_app"]
 
 prompts_app = typer.Typer(help="The prompt registry: versions, labels, approvals, experiments.", no_args_is_help=True)
 experiment_app = typer.Typer(help="A/B tests and canaries on a label.", no_args_is_help=True)
 prompts_app.add_typer(experiment_app, name="experiment")
-roles_app = typer.Typer(help="Who holds which role (admin, approver, editor, viewer, app).", no_args_is_help=True)
 
 
 @prompts_app.command("list")
@@ -274,26 +273,3 @@ def experiment_stop(experiment_id: str, reason: str = "", user: User = None) -> 
     """End an experiment; the label stays on the control version."""
     e = with_platform(lambda p: p.prompts.experiments.stop(experiment_id, by=actor(user), reason=reason))
     console.print(f"experiment {e.id} {e.status}")
-
-
-@roles_app.command("grant")
-def roles_grant(user_name: Annotated[str, typer.Argument(metavar="USER")], role: str, user: User = None) -> None:
-    """Give USER a role."""
-    with_platform(lambda p: p.roles.grant(user_name, role, by=actor(user)))
-    console.print(f"{user_name} is now {role}")
-
-
-@roles_app.command("revoke")
-def roles_revoke(user_name: Annotated[str, typer.Argument(metavar="USER")], role: str) -> None:
-    """Take a role from USER."""
-    with_platform(lambda p: p.roles.revoke(user_name, role))
-    console.print(f"{user_name} is no longer {role}")
-
-
-@roles_app.command("list")
-def roles_list() -> None:
-    """Every role grant."""
-    table = Table("user", "role")
-    for user_name, role in with_platform(lambda p: p.roles.grants()):
-        table.add_row(user_name, role)
-    console.print(table)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -153,15 +153,17 @@ def cost_report(
     since: datetime | None = None,
     until: datetime | None = None,
     keys: Sequence[ApiKeyConfig] = (),
+    centres: Mapping[str, str] | None = None,
     flush: Callable[[], None] | None = None,
 ) -> CostReport:
     """Spend, calls and tokens of the ledger's calls in ``[since, until)`` grouped by ``by`` (see the module doc).
 
-    ``keys`` are the configured API keys (for their ``cost_centre``); ``flush`` drains the journal first, so the
-    report includes every acknowledged call. Raises ValueError for an unknown dimension or an empty period."""
+    ``keys`` are the configured API keys (for their ``cost_centre``) and ``centres`` the cost centre of each stored
+    key by id (``ApiKeys.centres``); ``flush`` drains the journal first, so the report includes every acknowledged
+    call. Raises ValueError for an unknown dimension or an empty period."""
     dims = _check_dimensions(by)
     since, until = _period(since, until)
-    centres = {k.name: k.cost_centre for k in keys if k.cost_centre}
+    centres = {**(centres or {}), **{k.name: k.cost_centre for k in keys if k.cost_centre}}
     groups: dict[tuple[str | None, ...], _Sum] = {}
     total = _Sum()
     for group in _ledger(store, _fields(dims), since, until, flush):

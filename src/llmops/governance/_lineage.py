@@ -13,8 +13,9 @@ generation and retrieval parameters and guardrail policy version the original us
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -26,7 +27,7 @@ from llmops.gateway import Gateway
 from llmops.gateway._tables import GatewayCallRow
 from llmops.governance._replay import NotReplayableError, _compare, _replay_plan, _Uncached
 from llmops.guardrails import Guardrails
-from llmops.knowledge import KnowledgeBase
+from llmops.knowledge import KnowledgeBase, MetadataFilter
 from llmops.knowledge._tables import ChunkRow, DocumentRow, IndexSnapshotRow
 from llmops.loop import FeedbackStore
 from llmops.observability import TraceNotFoundError, TraceReader
@@ -275,8 +276,10 @@ class Lineage:
         rag_apps: Mapping[str, RagConfig] | None = None,
         by: str | None = None,
         record_content: bool = True,
+        document_scope: Callable[[str], MetadataFilter] | None = None,
     ) -> dict[str, Any]:
-        """Re-run a RAG request with what the original used, and compare.
+        """Re-run a RAG request with what the original used, and compare (``document_scope``: the filter that keeps
+        an app's retrieval in its project, by project, as the live app has it).
 
         Pinned from the original's trace: the prompt version, the index snapshot, the model alias with its
         temperature and max tokens, top-k, similarity floor and retrieval mode, and the guardrail policy version.
@@ -303,6 +306,7 @@ class Lineage:
             tracer=tracer,
             record_content=record_content,
             on_answer=on_answer,
+            document_scope=functools.partial(document_scope, config.project) if document_scope else None,
         )
         answer = await pipeline.ask(question, request_id=new_request_id())
         # Compared as stored: the model's words (pseudonyms not restored) with personal data scrubbed.

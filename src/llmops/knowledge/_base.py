@@ -120,18 +120,21 @@ class KnowledgeBase:
         *,
         on_progress: ProgressCallback | None = None,
         processor: DocumentProcessor | None = None,
+        metadata: Mapping[str, str | int | float | bool] | None = None,
     ) -> IngestReport:
         """Register ``location`` (a folder, file, glob or URL; several allowed) and ingest it, or every source.
 
         A run over given locations adds and updates their documents and removes the ones they no longer hold; a run
-        over every source also removes the documents of sources that were unregistered.
+        over every source also removes the documents of sources that were unregistered. ``metadata`` goes on every
+        chunk of the registered locations (e.g. ``{"project": "support"}``, which retrieval isolates by).
         """
         if location is None:
             sources = self.sources.list()
             all_sources = True
         else:
             locations = [location] if isinstance(location, str | Path) else list(location)
-            sources = [self.sources.add(str(item)) for item in locations]
+            extra = {"metadata": dict(metadata)} if metadata is not None else {}
+            sources = [self.sources.add(str(item), **extra) for item in locations]
             all_sources = False
         ingestor = Ingestor(
             self._store, self.cached_embedder, self.chunking.config_id, self._parsers, self._fetch, self._lock_path

@@ -45,6 +45,7 @@ from llmops.knowledge._tables import (
 from llmops.store import Store
 
 __all__ = [
+    "RESERVED_METADATA",
     "DocumentProcessor",
     "IngestBusyError",
     "IngestReport",
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 ProgressCallback = Callable[[int, int, str, str], None]  # (done, total, document uri, status)
+#: Metadata only a source's registration sets (never a document's own front matter, columns or properties):
+#: ``project`` is what retrieval isolates projects by.
+RESERVED_METADATA = frozenset({"project"})
 _BATCH = 500
 
 
@@ -151,6 +155,7 @@ class Ingestor:
         self._parsers = parsers
         self._fetch = fetch
         self._lock_path = lock_path
+        self._source_meta: dict[int, dict[str, Any]] = {}  # per source of the run: metadata every chunk gets
 
     # ---- the run ---------------------------------------------------------------------------------------------
 
@@ -165,6 +170,7 @@ class Ingestor:
     ) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport()
+        self._source_meta = {s.id: dict((s.options or {}).get("metadata") or {}) for s in sources}
         with self._lock():
             head = self._head()
             snapshot_id, resumed = self._open_snapshot(head)
@@ -290,10 +296,15 @@ class Ingestor:
         doc_id = document_id(item.uri)
         content_hash = hashlib.sha256(item.data).hexdigest()
         language = str(result.meta.get("language", "")) or None
+        # The source's metadata (its project, for one) is set by whoever registered it; a document cannot claim it.
+        fixed = self._source_meta.get(source_id, {})
         base_meta: dict[str, Any] = {
-            k: v for k, v in result.meta.items() if isinstance(v, str | int | float | bool) and k != "title"
+            k: v
+            for k, v in result.meta.items()
+            if isinstance(v, str | int | float | bool) and k != "title" and k not in RESERVED_METADATA
         }
         base_meta.update({"title": result.title[:512], "source": item.uri, "parser": result.parser})
+        base_meta.update(fixed)
         if language:
             base_meta["language"] = language
         with self._store.session() as session:
@@ -328,7 +339,12 @@ class Ingestor:
                     snapshot_until=LIVE,
                     meta={
                         **base_meta,
-                        **{k: v for k, v in chunk.meta.items() if isinstance(v, str | int | float | bool)},
+                        **{
+                            k: v
+                            for k, v in chunk.meta.items()
+                            if isinstance(v, str | int | float | bool) and k not in RESERVED_METADATA
+                        },
+                        **fixed,
                     },
                 )
                 for chunk, vector in zip(result.chunks, vectors, strict=True)

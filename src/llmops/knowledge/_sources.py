@@ -47,11 +47,20 @@ class SourceRegistry:
         self._store = store
 
     def add(self, location: str, **options: Any) -> SourceRow:
-        """Register ``location`` (idempotent): a folder, a file, a glob pattern or an http(s) URL."""
+        """Register ``location`` (idempotent): a folder, a file, a glob pattern or an http(s) URL.
+
+        ``metadata=`` (an option): fields every chunk of the source gets, such as its ``project``; registering a
+        source again with other metadata is refused (its documents would disagree with it)."""
         kind, normalized = _classify(location)
         with self._store.session() as session:
             existing = session.scalar(select(SourceRow).where(SourceRow.location == normalized))
             if existing is not None:
+                held = (existing.options or {}).get("metadata") or {}
+                if "metadata" in options and dict(options["metadata"] or {}) != held:
+                    raise ValueError(
+                        f"source {normalized} is registered with metadata {held}; remove it (llmops sources remove) "
+                        f"before registering it with {dict(options['metadata'] or {})}"
+                    )
                 return existing
             row = SourceRow(kind=kind, location=normalized, options=dict(options), created_at=datetime.now(UTC))
             session.add(row)

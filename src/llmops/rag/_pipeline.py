@@ -35,7 +35,7 @@ from llmops.guardrails import (
     StreamGuard,
     StreamStep,
 )
-from llmops.knowledge import KnowledgeBase, RetrievedChunk
+from llmops.knowledge import KnowledgeBase, MetadataFilter, RetrievedChunk
 from llmops.prompts import Experiment, PromptRegistry, PromptVersion
 from llmops.rag._guarding import GuardrailStop, record_check
 from llmops.rag._review import PENDING_REVIEW_ANSWER, AnswerReviews, HeldAnswer, hold_reasons, may_hold
@@ -127,12 +127,14 @@ class RagPipeline:
         record_content: bool = True,
         on_answer: AnswerHook | None = None,
         reviews: AnswerReviews | None = None,
+        document_scope: Callable[[], MetadataFilter] | None = None,
     ) -> None:
         """``record_content`` stores the question (as the model saw it, after the input rails' redaction) and the
         model's answer (before pseudonyms are restored) on the request's trace; ``on_answer`` is called with every
         finished answer and the question, after its trace is written (online evaluation samples from it, and sees
         a held answer as it was generated). ``reviews`` is where answers the app's ``human_review`` holds go; without
-        it nothing is held (offline evaluation and replays, whose answers reach operators, not callers)."""
+        it nothing is held (offline evaluation and replays, whose answers reach operators, not callers).
+        ``document_scope`` gives the filter every retrieval ANDs to the app's own (its project's documents)."""
         self.config = config
         self._knowledge = knowledge
         self._prompts = prompts
@@ -142,6 +144,11 @@ class RagPipeline:
         self._record_content = record_content
         self._on_answer = on_answer
         self._reviews = reviews
+        self._document_scope = document_scope
+
+    def _where(self) -> MetadataFilter:
+        where = MetadataFilter.parse(self.config.filter)
+        return where.and_(self._document_scope()) if self._document_scope is not None else where
 
     async def ask(self, question: str, *, request_id: str | None = None, user: str | None = None) -> RagAnswer:
         answer: RagAnswer | None = None
@@ -418,7 +425,7 @@ class RagPipeline:
                 k=config.top_k,
                 min_similarity=config.min_similarity,
                 mode=config.retrieval,
-                where=config.filter,
+                where=self._where(),
                 snapshot=snapshot,
                 mmr_lambda=config.mmr_lambda,
                 reranker=config.reranker,

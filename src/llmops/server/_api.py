@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from llmops._platform import Platform
 from llmops.gateway import ProviderError
 from llmops.observability import TraceNotFoundError
 from llmops.rag import AIDisclosure
+from llmops.server._access_guard import ProjectView
 
 __all__ = ["api_router"]
 
@@ -31,13 +32,17 @@ def api_router(platform: Platform) -> APIRouter:
     disclosure = AIDisclosure(platform.settings.transparency.disclosure)
 
     @router.post("/api/ask")
-    async def ask(body: AskRequest, response: Response) -> dict[str, Any]:
+    async def ask(body: AskRequest, request: Request, response: Response) -> dict[str, Any]:
+        view = ProjectView(request)
         try:
-            pipeline = platform.rag(body.app)
+            pipeline = platform.rag(body.app or (view.apps[0] if view.apps else None))
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc
+        view.app(pipeline.config.name)
+        # A key's principal is the asker (its questions are theirs: costs, erasure); the operator may name anyone.
+        user = view.identity.principal if view.identity.key is not None else None
         try:
-            answer = await pipeline.ask(body.question)
+            answer = await pipeline.ask(body.question, user=user)
         except ProviderError as exc:
             raise HTTPException(502, f"the model failed: {exc}") from exc
         response.headers["x-request-id"] = answer.request_id
@@ -56,12 +61,15 @@ def api_router(platform: Platform) -> APIRouter:
 
     @router.get("/api/traces")
     async def recent_traces(
+        request: Request,
         limit: int = Query(default=20, ge=1, le=500),
         q: str | None = Query(default=None, max_length=200, description="part of a request id, trace id or name"),
         status: str | None = Query(default=None, pattern="^(ok|error)$"),
         app: str | None = None,
     ) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(lambda: platform.traces.recent(limit, q=q, status=status, app=app))
+        """The newest traces of the caller's project (its apps' requests)."""
+        found = await asyncio.to_thread(lambda: platform.traces.recent(limit, q=q, status=status, app=app))
+        return await ProjectView(request).keep("request", found, lambda t: str(t["request_id"]))
 
     @router.get("/api/traces/{request_id}")
     async def get_trace(request_id: str) -> dict[str, Any]:

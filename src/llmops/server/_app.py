@@ -17,6 +17,9 @@ from starlette.types import ASGIApp
 
 from llmops._platform import Platform
 from llmops._settings import Settings
+from llmops.server._access_api import access_router
+from llmops.server._access_guard import AccessGuard
+from llmops.server._access_rules import ObjectResolver
 from llmops.server._anthropic_api import anthropic_router
 from llmops.server._api import api_router
 from llmops.server._chat_completions import ChatCompletions
@@ -38,11 +41,21 @@ _PAGES = {"/": "index.html", "/prompts": "prompts.html", "/observe": "observe.ht
 
 
 def create_app(platform: Platform) -> ASGIApp:
-    """The whole server: body size limit → the chat-completions hot path → FastAPI for everything else.
+    """The whole server: body size limit → access guard → the chat-completions hot path → FastAPI for the rest.
 
     The caller owns ``platform`` and closes it.
     """
-    return BodySizeLimit(ChatCompletions(_fastapi(platform), platform), max_bytes=platform.settings.max_request_bytes)
+    api = _fastapi(platform)
+    api.state.objects = ObjectResolver(platform.store, platform.access.ownership, platform.settings)
+    guard = AccessGuard(
+        ChatCompletions(api, platform),
+        routes=api.routes,
+        access=platform.access,
+        resolver=api.state.objects,
+        journal=platform.journal,
+        keys_required=platform.settings.auth.required,
+    )
+    return BodySizeLimit(guard, max_bytes=platform.settings.max_request_bytes)
 
 
 def app_from_settings() -> ASGIApp:
@@ -89,6 +102,7 @@ def _fastapi(platform: Platform) -> FastAPI:
     app.include_router(compliance_router(platform))
     app.include_router(costs_router(platform))
     app.include_router(privacy_router(platform))
+    app.include_router(access_router(platform.access))
     static = resources.files("llmops.server") / "_static"
     pages = {path: (static / file).read_text(encoding="utf-8") for path, file in _PAGES.items()}
 
@@ -123,6 +137,10 @@ async def _housekeeping(platform: Platform) -> None:
                 await asyncio.to_thread(platform.check_drift, app)
             except Exception:
                 logger.exception("the drift check of %s failed; will retry", app)
+        try:
+            await asyncio.to_thread(platform.access.keys.write_usage)
+        except Exception:
+            logger.exception("recording API key use failed; will retry")
         try:
             await asyncio.to_thread(platform.triggers.evaluate)
         except Exception:

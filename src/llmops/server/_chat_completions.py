@@ -38,6 +38,7 @@ from llmops.gateway import (
     Usage,
     check_base_url,
 )
+from llmops.governance import Identity
 from llmops.rag import AIDisclosure, GuardrailStop, RagAnswer, new_request_id
 from llmops.server._shared import GATEWAY_ERRORS, ErrorResponse, caller_from, gateway_error, openai_error, usage_dict
 
@@ -144,6 +145,7 @@ class ChatCompletions:
         self.app = app
         self.platform = platform
         self._disclosure = AIDisclosure(platform.settings.transparency.disclosure).raw_headers
+        self._app_projects = {app.name: app.project for app in platform.settings.rag_apps}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != PATH:
@@ -166,9 +168,14 @@ class ChatCompletions:
             await _send_error(send, ErrorResponse(422, {"detail": detail}))
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
-        await self._answer(request, headers.get("authorization"), send)
+        identity = scope.get("state", {}).get("identity")
+        project = identity.project if isinstance(identity, Identity) else None
+        await self._answer(request, headers.get("authorization"), send, project)
 
-    async def _answer(self, body: ChatCompletionRequest, authorization: str | None, send: Send) -> None:
+    async def _answer(
+        self, body: ChatCompletionRequest, authorization: str | None, send: Send, project: str | None = None
+    ) -> None:
+        """``project``: the caller's (from the access guard); a RAG app of another project is an unknown model."""
         platform = self.platform
         request_id = new_request_id()
         supplied = body.base_url or body.api_base
@@ -177,8 +184,14 @@ class ChatCompletions:
                 check_base_url(supplied, allowed=platform.settings.gateway.allowed_base_urls)
                 body = body.model_copy(update={"model": platform.gateway.adhoc_alias(supplied, body.model)})
             caller = caller_from(platform, authorization, body.user, body.metadata)
-            if body.model not in platform.served_models() and not body.model.startswith("adhoc:"):
-                served = ", ".join(platform.served_models())
+            foreign = project is not None and self._app_projects.get(body.model, project) != project
+            if foreign or (body.model not in platform.served_models() and not body.model.startswith("adhoc:")):
+                mine = (
+                    m
+                    for m in platform.served_models()
+                    if project is None or self._app_projects.get(m, project) == project
+                )
+                served = ", ".join(mine)
                 raise UnknownModelError(f"unknown model {body.model!r}; served models: {served}")
         except GATEWAY_ERRORS as exc:
             await _send_error(send, gateway_error(exc))

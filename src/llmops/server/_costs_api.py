@@ -30,6 +30,7 @@ def costs_router(platform: Platform) -> APIRouter:
                 since=start,
                 until=end,
                 keys=platform.settings.gateway.api_keys,
+                centres=platform.access.keys.centres(),
                 flush=platform.journal.flush,
             )
         except ValueError as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from llmops._platform import Platform
@@ -19,6 +19,7 @@ from llmops.evaluation import (
     ExperimentNotFoundError,
     examples_from_records,
 )
+from llmops.server._access_guard import ProjectView
 
 __all__ = ["eval_router"]
 
@@ -48,8 +49,9 @@ def _dataset_routes(router: APIRouter, platform: Platform) -> None:
     datasets = platform.datasets
 
     @router.get("/datasets")
-    async def list_datasets() -> list[dict[str, Any]]:
-        return await asyncio.to_thread(datasets.list_datasets)
+    async def list_datasets(request: Request) -> list[dict[str, Any]]:
+        found = await asyncio.to_thread(datasets.list_datasets)
+        return await ProjectView(request).keep("dataset", found, lambda d: str(d["name"]))
 
     @router.get("/datasets/{name}")
     async def get_dataset(name: str, version: int | None = None) -> dict[str, Any]:
@@ -96,9 +98,11 @@ def _experiment_routes(router: APIRouter, platform: Platform) -> None:
 
     @router.get("/experiments")
     async def list_experiments(
-        name: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+        request: Request, name: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50
     ) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(experiments.list_experiments, name=name, limit=limit)
+        """The newest ``limit`` experiments, those on the project's datasets."""
+        found = await asyncio.to_thread(experiments.list_experiments, name=name, limit=limit)
+        return await ProjectView(request).keep("dataset", found, lambda e: str(e["dataset"]))
 
     @router.get("/experiments/{experiment_id}")
     async def get_experiment(experiment_id: str) -> dict[str, Any]:
@@ -110,8 +114,11 @@ def _experiment_routes(router: APIRouter, platform: Platform) -> None:
 
     @router.get("/compare")
     async def compare(
-        baseline: str, candidate: str, alpha: Annotated[float, Query(gt=0, lt=0.5)] = 0.05
+        request: Request, baseline: str, candidate: str, alpha: Annotated[float, Query(gt=0, lt=0.5)] = 0.05
     ) -> dict[str, Any]:
+        view = ProjectView(request)
+        for experiment_id in (baseline, candidate):
+            await view.check("experiment", experiment_id)
         try:
             result = await asyncio.to_thread(platform.evaluator.compare, baseline, candidate, alpha=alpha)
         except ExperimentNotFoundError as exc:

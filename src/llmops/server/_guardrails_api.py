@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from llmops._platform import Platform
 from llmops.guardrails import GuardrailPolicy, PolicyError, PolicyVersion
+from llmops.server._access_guard import ProjectView
 
 __all__ = ["guardrails_router"]
 
@@ -89,15 +90,20 @@ def guardrails_router(platform: Platform) -> APIRouter:
     policies = platform.guardrail_policies
 
     @router.get("/policies")
-    async def list_policies() -> list[dict[str, Any]]:
-        return await _call(policies.list_policies)
+    async def list_policies(request: Request) -> list[dict[str, Any]]:
+        found = await _call(policies.list_policies)
+        return await ProjectView(request).keep("policy", found, lambda p: str(p["name"]))
 
     @router.post("/policies", status_code=201)
     async def create_policy(
-        body: Annotated[dict[str, Any], Body(openapi_examples=_NEW_POLICY_EXAMPLES)], actor: Actor = None
+        body: Annotated[dict[str, Any], Body(openapi_examples=_NEW_POLICY_EXAMPLES)],
+        request: Request,
+        actor: Actor = None,
     ) -> dict[str, Any]:
         """A new version of the policy its ``name`` names (the newest one if nothing changed); 422 if invalid."""
         who = _actor(actor)
+        if isinstance(body.get("name"), str) and body["name"]:
+            await ProjectView(request).claim("policy", body["name"])
 
         def create() -> PolicyVersion:
             policy, message = _new_policy(body)

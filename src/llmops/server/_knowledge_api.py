@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from llmops._platform import Platform
-from llmops.knowledge import FilterError, IngestBusyError, SnapshotError
+from llmops.knowledge import FilterError, IngestBusyError, MetadataFilter, SnapshotError
+from llmops.server._access_guard import ProjectView
 
 __all__ = ["knowledge_router"]
 
@@ -36,15 +37,17 @@ def knowledge_router(platform: Platform) -> APIRouter:
     knowledge = platform.knowledge
 
     @router.post("/search")
-    async def search(body: SearchBody) -> dict[str, Any]:
+    async def search(body: SearchBody, request: Request) -> dict[str, Any]:
+        """Search the project's documents (a filter cannot reach beyond them: the project's scope is ANDed)."""
         snapshot = body.snapshot if body.snapshot is not None else knowledge.served_snapshot()
+        scope = await ProjectView(request).document_filter()
         try:
             hits = await asyncio.to_thread(
                 knowledge.search,
                 body.query,
                 k=body.k,
                 mode=body.mode,
-                where=body.filter,
+                where=MetadataFilter.parse(body.filter).and_(scope),
                 snapshot=snapshot,
                 min_similarity=body.min_similarity,
                 mmr_lambda=body.mmr_lambda,

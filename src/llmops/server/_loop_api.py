@@ -4,14 +4,15 @@ runbooks, review items, and the audit log."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from llmops._platform import Platform
 from llmops.loop import FeedbackError, RuleError, RunbookError, UnknownRequestError
 from llmops.observability import DIMENSIONS, METRICS, UnknownMetricError
+from llmops.server._access_guard import ProjectView
 
 __all__ = ["loop_router"]
 
@@ -39,6 +40,8 @@ class DecisionBody(BaseModel):
 class ResolveBody(BaseModel):
     resolution: str = ""
     dismiss: bool = False
+    verdict: Literal["release", "withhold"] | None = Field(default=None, description="for a held answer")
+    answer: str | None = Field(default=None, min_length=1, description="release this edited answer instead")
 
 
 def loop_router(platform: Platform) -> APIRouter:
@@ -52,7 +55,8 @@ def loop_router(platform: Platform) -> APIRouter:
 
 def _feedback_routes(router: APIRouter, platform: Platform) -> None:
     @router.post("/api/feedback", status_code=201)
-    async def give_feedback(body: FeedbackBody) -> dict[str, Any]:
+    async def give_feedback(body: FeedbackBody, request: Request) -> dict[str, Any]:
+        await ProjectView(request).check("request", body.request_id)
         try:
             feedback = await asyncio.to_thread(
                 platform.feedback.record,
@@ -72,6 +76,7 @@ def _feedback_routes(router: APIRouter, platform: Platform) -> None:
 
     @router.get("/api/feedback")
     async def list_feedback(
+        request: Request,
         request_id: str | None = None,
         app: str | None = None,
         kind: str | None = None,
@@ -81,7 +86,8 @@ def _feedback_routes(router: APIRouter, platform: Platform) -> None:
         items = await asyncio.to_thread(
             platform.feedback.find, request_id=request_id, app=app, kind=kind, negative=negative, limit=limit
         )
-        return [f.to_dict() for f in items]
+        mine = await ProjectView(request).keep("app", items, lambda f: f.app or "")
+        return [f.to_dict() for f in mine]
 
 
 def _monitoring_routes(router: APIRouter, platform: Platform) -> None:
@@ -96,12 +102,14 @@ def _monitoring_routes(router: APIRouter, platform: Platform) -> None:
 
     @router.get("/api/metrics/series")
     async def metric_series(
+        request: Request,
         metric: str,
         app: str | None = None,
         window_s: float = Query(default=3600.0, gt=0, le=90 * 86_400),
         bucket_s: float = Query(default=60.0, gt=0),
         group_by: str | None = None,
     ) -> dict[str, Any]:
+        ProjectView(request).all_apps(app)
         try:
             points = await asyncio.to_thread(
                 platform.request_metrics.series,
@@ -119,8 +127,12 @@ def _monitoring_routes(router: APIRouter, platform: Platform) -> None:
 
     @router.get("/api/metrics/value")
     async def metric_value(
-        metric: str, app: str | None = None, window_s: float = Query(default=3600.0, gt=0, le=90 * 86_400)
+        request: Request,
+        metric: str,
+        app: str | None = None,
+        window_s: float = Query(default=3600.0, gt=0, le=90 * 86_400),
     ) -> dict[str, Any]:
+        ProjectView(request).all_apps(app)
         try:
             value = await asyncio.to_thread(platform.request_metrics.value, metric, app=app, window_s=window_s)
         except UnknownMetricError as exc:
@@ -128,9 +140,12 @@ def _monitoring_routes(router: APIRouter, platform: Platform) -> None:
         return {"metric": metric, "app": app, "window_s": window_s, **value.to_dict()}
 
     @router.get("/api/drift")
-    async def drift_reports(app: str | None = None, limit: int = Query(default=20, ge=1, le=500)) -> dict[str, Any]:
+    async def drift_reports(
+        request: Request, app: str | None = None, limit: int = Query(default=20, ge=1, le=500)
+    ) -> dict[str, Any]:
+        view = ProjectView(request)
         reports = await asyncio.to_thread(platform.drift.reports, app, limit)
-        return {"apps": list(platform.rag_apps), "reports": reports}
+        return {"apps": view.apps, "reports": await view.keep("app", reports, lambda r: str(r.get("app") or ""))}
 
     @router.post("/api/drift/{app}/check")
     async def drift_check(app: str) -> dict[str, Any]:
@@ -167,12 +182,14 @@ def _trigger_routes(router: APIRouter, platform: Platform) -> None:
     triggers = platform.triggers
 
     @router.get("/api/triggers")
-    async def list_rules() -> list[dict[str, Any]]:
-        rules = await asyncio.to_thread(triggers.rules)
+    async def list_rules(request: Request) -> list[dict[str, Any]]:
+        rules = await ProjectView(request).keep("trigger", await asyncio.to_thread(triggers.rules), lambda r: r.name)
         return [{**r.model_dump(mode="json"), "condition": r.when.describe()} for r in rules]
 
     @router.post("/api/triggers", status_code=201)
-    async def save_rule(spec: dict[str, Any], actor: Actor = None) -> dict[str, Any]:
+    async def save_rule(spec: dict[str, Any], request: Request, actor: Actor = None) -> dict[str, Any]:
+        if isinstance(spec.get("name"), str) and spec["name"]:
+            await ProjectView(request).claim("trigger", spec["name"])
         try:
             rule = await asyncio.to_thread(triggers.add_rule, spec, by=actor or "api")
         except RuleError as exc:
@@ -195,9 +212,10 @@ def _trigger_routes(router: APIRouter, platform: Platform) -> None:
 
     @router.get("/api/triggers/firings")
     async def list_firings(
-        rule: str | None = None, limit: int = Query(default=50, ge=1, le=500)
+        request: Request, rule: str | None = None, limit: int = Query(default=50, ge=1, le=500)
     ) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(lambda: triggers.firings(rule=rule, limit=limit))
+        found = await asyncio.to_thread(lambda: triggers.firings(rule=rule, limit=limit))
+        return await ProjectView(request).keep("firing", found, lambda f: str(f["id"]))
 
     @router.get("/api/triggers/firings/{firing_id}")
     async def get_firing(firing_id: str) -> dict[str, Any]:
@@ -231,16 +249,23 @@ def _runbook_routes(router: APIRouter, platform: Platform) -> None:
 
     @router.get("/api/reviews")
     async def list_reviews(
-        status: str | None = "open", limit: int = Query(default=100, ge=1, le=1000)
+        request: Request, status: str | None = "open", limit: int = Query(default=100, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(lambda: platform.reviews.list(status=status or None, limit=limit))
+        found = await asyncio.to_thread(lambda: platform.reviews.list(status=status or None, limit=limit))
+        return await ProjectView(request).keep("review", found, lambda r: str(r["id"]))
 
     @router.post("/api/reviews/{item_id}/resolve")
     async def resolve_review(item_id: str, body: ResolveBody, actor: Actor = None) -> dict[str, Any]:
         by = _required(actor)
         try:
             item = await asyncio.to_thread(
-                platform.reviews.resolve, item_id, by=by, resolution=body.resolution, dismiss=body.dismiss
+                platform.reviews.resolve,
+                item_id,
+                by=by,
+                resolution=body.resolution,
+                dismiss=body.dismiss,
+                verdict=body.verdict,
+                answer=body.answer,
             )
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmops._platform import Platform
 from llmops.gateway import ChatRequest
 from llmops.rag import AIDisclosure, new_request_id
+from llmops.server._access_guard import ProjectView
 from llmops.server._shared import GATEWAY_ERRORS, caller_from, gateway_error, openai_error, usage_dict
 
 __all__ = ["openai_router"]
@@ -60,8 +61,12 @@ def openai_router(platform: Platform) -> APIRouter:
     disclosure = AIDisclosure(platform.settings.transparency.disclosure)
 
     @router.get("/models")
-    async def list_models() -> dict[str, Any]:
-        names = [*platform.served_models(), *platform.gateway.embedding_model_names()]
+    async def list_models(http: Request) -> dict[str, Any]:
+        """The models and embedding models, and the RAG apps of the caller's project."""
+        view = ProjectView(http)
+        apps = set(platform.rag_apps)
+        served = [n for n in platform.served_models() if n not in apps or n in view.apps]
+        names = [*served, *platform.gateway.embedding_model_names()]
         return {
             "object": "list",
             "data": [{"id": n, "object": "model", "created": 0, "owned_by": "llmops"} for n in names],

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmops._platform import Platform
@@ -23,6 +23,7 @@ from llmops.prompts import (
     PromptVersion,
     ReviewRefusedError,
 )
+from llmops.server._access_guard import ProjectView
 
 __all__ = ["prompts_router"]
 
@@ -103,11 +104,6 @@ class OutcomeBody(BaseModel):
     value: float
 
 
-class RoleBody(BaseModel):
-    user: str = Field(min_length=1, max_length=200)
-    role: str
-
-
 def _version(v: PromptVersion) -> dict[str, Any]:
     data = asdict(v)
     data["created_at"] = v.created_at.isoformat()
@@ -139,8 +135,9 @@ def prompts_router(platform: Platform) -> APIRouter:  # noqa: C901 - one small c
     prompts = platform.prompts
 
     @router.get("/prompts")
-    async def list_prompts() -> list[dict[str, Any]]:
-        return await _call(prompts.list_prompts)
+    async def list_prompts(request: Request) -> list[dict[str, Any]]:
+        found = await _call(prompts.list_prompts)
+        return await ProjectView(request).keep("prompt", found, lambda p: str(p["name"]))
 
     @router.get("/prompts/{name}")
     async def prompt_detail(name: str) -> dict[str, Any]:
@@ -230,8 +227,11 @@ def prompts_router(platform: Platform) -> APIRouter:  # noqa: C901 - one small c
         return {"name": name, "version": body.version, "check": body.name, "passed": body.passed}
 
     @router.get("/prompt-policies")
-    async def policies() -> list[dict[str, Any]]:
-        return [asdict(p) for p in await _call(prompts.approvals.policies)]
+    async def policies(request: Request) -> list[dict[str, Any]]:
+        """Approval policies of the project's prompts and those for every prompt (``*``)."""
+        found = [asdict(p) for p in await _call(prompts.approvals.policies)]
+        mine = await ProjectView(request).keep("prompt", found, lambda p: str(p["prompt_name"]))
+        return [p for p in found if p["prompt_name"] == "*" or p in mine]
 
     @router.post("/prompt-policies", status_code=201)
     async def set_policy(body: PolicyBody, actor: Actor = None) -> dict[str, Any]:
@@ -252,18 +252,20 @@ def prompts_router(platform: Platform) -> APIRouter:  # noqa: C901 - one small c
         return asdict(policy)
 
     @router.get("/prompt-requests")
-    async def change_requests(status: str | None = "pending") -> list[dict[str, Any]]:
-        return [asdict(r) for r in await _call(lambda: prompts.approvals.requests(status=status or None))]
+    async def change_requests(request: Request, status: str | None = "pending") -> list[dict[str, Any]]:
+        found = [asdict(r) for r in await _call(lambda: prompts.approvals.requests(status=status or None))]
+        return await ProjectView(request).keep("prompt", found, lambda r: str(r["prompt_name"]))
 
     @router.post("/prompt-requests", status_code=201)
-    async def open_request(body: ChangeRequestBody, actor: Actor = None) -> dict[str, Any]:
+    async def open_request(body: ChangeRequestBody, request: Request, actor: Actor = None) -> dict[str, Any]:
+        await ProjectView(request).check("prompt", body.prompt_name)
         who = _actor(actor)
-        request = await _call(
+        change = await _call(
             lambda: prompts.approvals.request(
                 body.prompt_name, body.label, body.version, environment=body.environment, by=who, reason=body.reason
             )
         )
-        return asdict(request)
+        return asdict(change)
 
     @router.post("/prompt-requests/{request_id}/approve")
     async def approve(request_id: int, body: ReviewBody, actor: Actor = None) -> dict[str, Any]:
@@ -280,12 +282,16 @@ def prompts_router(platform: Platform) -> APIRouter:  # noqa: C901 - one small c
         return asdict(await _call(lambda: prompts.approvals.apply(request_id)))
 
     @router.get("/prompt-experiments")
-    async def experiments(prompt_name: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    async def experiments(
+        request: Request, prompt_name: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
         found = await _call(lambda: prompts.experiments.list_experiments(prompt_name=prompt_name, status=status))
-        return [_experiment(e) for e in found]
+        mine = await ProjectView(request).keep("prompt", found, lambda e: str(e.prompt_name))
+        return [_experiment(e) for e in mine]
 
     @router.post("/prompt-experiments", status_code=201)
-    async def start_experiment(body: ExperimentBody, actor: Actor = None) -> dict[str, Any]:
+    async def start_experiment(body: ExperimentBody, request: Request, actor: Actor = None) -> dict[str, Any]:
+        await ProjectView(request).check("prompt", body.prompt_name)
         who = _actor(actor)
         experiment = await _call(
             lambda: prompts.experiments.start(
@@ -325,23 +331,11 @@ def prompts_router(platform: Platform) -> APIRouter:  # noqa: C901 - one small c
         return _experiment(await _call(lambda: prompts.experiments.stop(experiment_id, by=who, reason=body.comment)))
 
     @router.post("/outcomes", status_code=201)
-    async def record_outcome(body: OutcomeBody) -> dict[str, Any]:
+    async def record_outcome(body: OutcomeBody, request: Request) -> dict[str, Any]:
         """Attach an outcome (thumbs up = 1, a score) to a request served by a prompt experiment."""
+        await ProjectView(request).check("request", body.request_id)
         experiment = await _call(lambda: prompts.experiments.record_outcome(body.request_id, body.metric, body.value))
         return {"experiment": experiment.id, "request_id": body.request_id, "metric": body.metric}
-
-    @router.get("/roles")
-    async def roles() -> list[dict[str, str]]:
-        return [{"user": u, "role": r} for u, r in await _call(platform.roles.grants)]
-
-    @router.post("/roles", status_code=201)
-    async def grant(body: RoleBody, actor: Actor = None) -> dict[str, str]:
-        who = _actor(actor)
-        admins = [u for u, r in platform.roles.grants() if r == "admin"]
-        if admins and "admin" not in platform.roles.roles_of(who):
-            raise HTTPException(403, f"{who} does not hold the 'admin' role needed to grant roles")
-        await _call(lambda: platform.roles.grant(body.user, body.role, by=who))
-        return {"user": body.user, "role": body.role}
 
     return router
 

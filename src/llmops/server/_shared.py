@@ -17,6 +17,8 @@ from llmops.gateway import (
     Usage,
     identify,
 )
+from llmops.governance import InvalidKeyError
+from llmops.governance._keys import KEY_PREFIX
 
 __all__ = ["GATEWAY_ERRORS", "ErrorResponse", "caller_from", "gateway_error", "openai_error", "usage_dict"]
 
@@ -58,9 +60,19 @@ def gateway_error(exc: Exception) -> ErrorResponse:
 def caller_from(
     platform: Platform, authorization: str | None, user: str | None, metadata: dict[str, str] | None
 ) -> Caller:
-    """The caller of a request, from its ``Authorization: Bearer`` header and its ``user`` / metadata."""
+    """The caller of a request, from its ``Authorization: Bearer`` header and its ``user`` / metadata.
+
+    A stored key (``llmops keys create``; the access guard has verified it) names its principal, team and app; a
+    key from ``gateway.api_keys`` in the settings is checked here."""
     authorization = authorization or ""
     bearer = authorization[7:].strip() if authorization.lower().startswith("bearer ") else None
+    if bearer is not None and bearer.startswith(KEY_PREFIX):
+        try:
+            key = platform.access.keys.authenticate(bearer)
+        except InvalidKeyError as exc:
+            raise AuthenticationError(str(exc)) from exc
+        tags = tuple(filter(None, (metadata or {}).get("tags", "").split(",")))
+        return Caller(key_name=key.id, user=user or key.principal, team=key.team, app=key.app, tags=tags)
     gateway = platform.settings.gateway
     return identify(bearer, gateway.api_keys, require_key=gateway.require_api_key, user=user, metadata=metadata)
 
