@@ -2,14 +2,16 @@
 
 (a) Cost per span. One request shape, the one a RAG request has (a root span and six children: input rails,
 retrieve, pack, render, the gateway's chat span, output rails, with the GenAI and llmops attributes and rail events
-that ``rag/_pipeline.py``, the gateway and the rails set), run N times through
+that ``rag/_pipeline.py``, the gateway and the rails set: each ``guardrail.decision`` event carries what
+``guardrails._engine.span_payload`` writes, the output rails their grounding claims), run N times through
   - ``off``: OpenTelemetry's ``NoOpTracer`` (tracing off: the same calls, nothing recorded);
   - ``sdk``: the OpenTelemetry SDK tracer with no processor (what recording costs with the SDK; reference);
   - ``light``: the platform's ``LightTracer`` (the OpenTelemetry API without the SDK) with no processor;
   - ``light + store processor``: the platform's ``Tracing`` alone (``StoreSpanProcessor`` journalling each
     finished trace, with its request metrics row, to a real ``Journal`` on a SQLite store);
-  - ``platform``: that plus ``MetricsSpanProcessor``, as ``Platform`` wires it, the journal drained by a child
-    process as under ``llmops up`` (and, second, by a thread, as in an embedded platform).
+  - ``platform``: that plus ``MetricsSpanProcessor`` and the trigger rules' ``RequestEventsProcessor``, as
+    ``Platform`` wires them, the journal drained by a child process as under ``llmops up`` (and, second, by a
+    thread, as in an embedded platform).
 Overhead per span = (time with tracing − time with the no-op tracer) / spans, median of the repeats; the drainer
 process is running (and has drained a first line) before anything is timed. Reference: the Langfuse Python SDK
 measured 106–197 µs per traced call (not run here).
@@ -47,6 +49,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 
 import llmops._platform  # noqa: F401 - registers every package's tables, as the platform does
+from llmops.loop import RequestEventsProcessor
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, StoreSpanProcessor, Tracing
 from llmops.observability._light import LightTracerProvider
 from llmops.observability._tables import SpanRow
@@ -62,6 +65,22 @@ _RUN = secrets.token_hex(3)
 _CHUNKS = [f"{secrets.token_hex(20)}" for _ in range(4)]
 _RAILS = ["size", "injection", "indirect_injection"]
 _OUT_RAILS = ["pii_leakage", "toxicity", "system_prompt_leakage", "grounding"]
+# The output rails' grounding claims, as ``span_payload`` writes them (a JSON string).
+_CLAIMS = json.dumps([{"start": 0, "end": 57, "supported": True, "score": 0.83, "reason": "", "missing_facts": 0}])
+
+
+def _decision(rail: str, stage: str) -> dict[str, Any]:
+    """A ``guardrail.decision`` event's attributes, as ``guardrails._engine.span_payload`` writes them."""
+    return {
+        "llmops.guardrail.rail": rail,
+        "llmops.guardrail.stage": stage,
+        "llmops.guardrail.policy": "default@1",
+        "llmops.guardrail.action": "pass",
+        "llmops.guardrail.score": 0.0,
+        "llmops.guardrail.latency_ms": 0.42,
+        "llmops.guardrail.kinds": [],
+        "llmops.guardrail.reason": "",
+    }
 
 
 def traced_request(tracer: trace.Tracer) -> None:
@@ -75,7 +94,7 @@ def traced_request(tracer: trace.Tracer) -> None:
     span.set_attributes({"llmops.guardrails.policy": "default@1", "llmops.guardrails.allowed": True,
                          "llmops.guardrails.rails": _RAILS, "llmops.guardrails.triggered": []})  # fmt: skip
     for rail in _RAILS:
-        span.add_event("guardrail.decision", {"llmops.guardrail.rail": rail, "llmops.guardrail.action": "pass"})
+        span.add_event("guardrail.decision", _decision(rail, "input"))
     span.end()
     root.set_attribute("llmops.rag.question", "How many PTO days do new employees get in their first year?")
 
@@ -120,23 +139,26 @@ def traced_request(tracer: trace.Tracer) -> None:
             "llmops.ttft_ms": 85.0,
             "llmops.cost_usd": 0.0,
             "llmops.tokens_per_s": 95.2,
+            "llmops.caller.app": "handbook-rag",
         }
     )
+    span.set_attribute("llmops.request_id", request_id)
     span.end()
 
     span = tracer.start_span("guardrails.output", context=ctx)
     span.set_attributes({"llmops.guardrails.policy": "default@1", "llmops.guardrails.allowed": True,
                          "llmops.guardrails.rails": _OUT_RAILS, "llmops.guardrails.triggered": [],
-                         "llmops.guardrails.grounding_score": 0.83,
+                         "llmops.guardrails.grounding_score": 0.83, "llmops.guardrails.grounding_claims": _CLAIMS,
                          "llmops.guardrails.stream_ms": 3.2})  # fmt: skip
     for rail in _OUT_RAILS:
-        span.add_event("guardrail.decision", {"llmops.guardrail.rail": rail, "llmops.guardrail.action": "pass"})
+        span.add_event("guardrail.decision", _decision(rail, "output"))
     span.end()
 
     root.set_attributes(
         {
             "llmops.rag.answer": "New employees get 15 days of PTO in their first year [1].",
             "llmops.guardrails.grounding_score": 0.83,
+            "llmops.guardrails.unsupported_claims": 0,
             "llmops.prompt.name": "rag-answer",
             "llmops.prompt.version": 2,
             "llmops.index.snapshot": 3,
@@ -151,7 +173,7 @@ def traced_request(tracer: trace.Tracer) -> None:
 
 class TracedStore:
     """The platform's tracing over a fresh SQLite store and journal, as ``Platform`` wires it (``metrics=False``
-    leaves out the metrics processor, to tell the two processors' costs apart)."""
+    leaves out the metrics and request-events processors, to tell the store processor's cost apart)."""
 
     def __init__(self, root: Path, drain: Drain, *, metrics: bool = True) -> None:
         root.mkdir(parents=True)
@@ -159,8 +181,12 @@ class TracedStore:
         self.store.migrate()
         self.journal = Journal(self.store, root / "journal", drain=drain)
         self.tracing = Tracing(self.journal)
+        self.events: list[tuple[str, dict[str, Any]]] = []  # what trigger rules would be told (none: all succeed)
         if metrics:
             self.tracing.add_processor(MetricsSpanProcessor(PlatformMetrics()))
+            self.tracing.add_processor(
+                RequestEventsProcessor(lambda kind, details: self.events.append((kind, details)))
+            )
         self._wait_for_drain()
 
     def _wait_for_drain(self, timeout: float = 120.0) -> None:
