@@ -19,7 +19,8 @@ class RequestEventsProcessor(SpanProcessor):
         self._notify = notify
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.parent is not None and not span.parent.is_remote:
+        parent = span.parent
+        if parent is not None and not parent[2]:  # a child span (SpanContext is a tuple; [2] is is_remote)
             return
         if not span.attributes:
             return

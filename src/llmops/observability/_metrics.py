@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
@@ -164,14 +165,58 @@ class PlatformMetrics(Collector):
 
 _OPERATION = genai.GEN_AI_OPERATION_NAME
 _REQUEST_MODEL = genai.GEN_AI_REQUEST_MODEL
+_INPUT_TOKENS = genai.GEN_AI_USAGE_INPUT_TOKENS
+_OUTPUT_TOKENS = genai.GEN_AI_USAGE_OUTPUT_TOKENS
+_TTFT = genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
 _CACHE_LIMIT = 10_000  # label combinations remembered per processor (bounded, like the labels themselves)
+# What a guardrail decision's series are labelled by, read from the event's attributes in one call.
+_DECISION_LABELS = (
+    "llmops.guardrail.policy",
+    "llmops.guardrail.stage",
+    "llmops.guardrail.rail",
+    "llmops.guardrail.action",
+)
+_decision_labels = itemgetter(*_DECISION_LABELS)
+
+
+class _CallSeries:
+    """The series one kind of gateway call updates (requested model, serving alias, status, cache); the ones
+    that not every call has are created when first needed, as they would be without this cache."""
+
+    __slots__ = ("calls", "cost", "queue", "rate", "seconds", "served", "tokens_in", "tokens_out", "ttft")
+
+    def __init__(self, m: PlatformMetrics, model: str, served: str, status: str, cache: str) -> None:
+        self.served = served
+        self.calls = m._counter(("llmops_gateway_calls", (model, served, status, cache)))
+        self.seconds = m._histogram(("llmops_gateway_call_seconds", (model,)))
+        self.tokens_in = m._counter(("llmops_tokens", (served, "input")))
+        self.tokens_out = m._counter(("llmops_tokens", (served, "output")))
+        self.cost = m._counter(("llmops_cost_usd", (served,)))
+        self.ttft: _Histogram | None = None
+        self.rate: _Histogram | None = None
+        self.queue: _Histogram | None = None
+
+
+class _AnswerSeries:
+    """The series one kind of RAG answer updates (app, prompt version, snapshot, outcome)."""
+
+    __slots__ = ("answers", "app", "cost", "grounding", "seconds", "unsupported", "version")
+
+    def __init__(self, m: PlatformMetrics, app: str, version: str, snapshot: str, outcome: str) -> None:
+        self.app, self.version = app, version
+        self.answers = m._counter(("llmops_rag_answers", (app, version, snapshot, outcome)))
+        self.seconds = m._histogram(("llmops_rag_seconds", (app, version)))
+        self.cost = m._counter(("llmops_rag_cost_usd", (app, version)))
+        self.grounding: _Histogram | None = None
+        self.unsupported: _Counter | None = None
 
 
 class MetricsSpanProcessor(SpanProcessor):
     """Updates the platform's metrics from each finished span.
 
-    The metrics' lock is taken once per span, and the series a span name or a guardrail decision updates are looked
-    up once and remembered: most spans cost a couple of additions.
+    The metrics' lock is taken once per span, and the series a span name, a gateway call, a RAG answer or a
+    guardrail decision updates are looked up once per label combination and remembered: most spans cost a couple
+    of additions.
     """
 
     def __init__(self, metrics: PlatformMetrics) -> None:
@@ -180,28 +225,30 @@ class MetricsSpanProcessor(SpanProcessor):
         self._stages: dict[str, tuple[str, _Histogram, bool]] = {}
         # (policy, stage, rail, action) as an event has them -> checks, triggers (None when the rail passed), seconds
         self._decisions: dict[tuple[object, ...], tuple[_Counter, _Counter | None, _Histogram]] = {}
+        self._calls: dict[tuple[str, str, str, str], _CallSeries] = {}
+        self._answers: dict[tuple[str, str, str, str], _AnswerSeries] = {}
 
     def on_end(self, span: FinishedSpan) -> None:
         attributes = span.attributes if type(span) is LightSpan else span_attributes(span)
         seconds = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
-        m = self._m
-        with m._lock:
-            known = self._stages.get(span.name)
+        name = span.name
+        with self._m._lock:
+            known = self._stages.get(name)
             if known is None:
-                known = self._stage(span.name)
+                known = self._stage(name)
             stage, histogram, guardrails = known
             histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
             histogram.total += seconds
             if span.parent is None:
-                m._counter(("llmops_requests", (stage, status_name(span)))).value += 1
+                self._m._counter(("llmops_requests", (stage, status_name(span)))).value += 1
                 if stage == "rag":
-                    _rag(m, span, attributes, seconds)
+                    self._rag(span, attributes, seconds)
             if guardrails:
                 self._guardrails(span)
             if attributes.get(_OPERATION) == "chat":
                 model = attributes.get(_REQUEST_MODEL)
                 if isinstance(model, str):
-                    _chat(m, span, attributes, model, seconds)
+                    self._chat(span, attributes, model, seconds)
 
     def _stage(self, name: str) -> tuple[str, _Histogram, bool]:
         stage = name.split(" ", 1)[0]  # "chat smollm2" -> "chat": keep label cardinality bounded
@@ -217,13 +264,10 @@ class MetricsSpanProcessor(SpanProcessor):
             a = event.attributes
             if event.name != "guardrail.decision" or not a:
                 continue
-            get = a.get
-            raw = (
-                get("llmops.guardrail.policy"),
-                get("llmops.guardrail.stage"),
-                get("llmops.guardrail.rail"),
-                get("llmops.guardrail.action"),
-            )
+            try:
+                raw = _decision_labels(a)  # the rails write all four (one C call, not four lookups)
+            except KeyError:
+                raw = tuple(a.get(label) for label in _DECISION_LABELS)
             series = cache.get(raw)
             if series is None:
                 series = self._decision(raw)
@@ -231,7 +275,7 @@ class MetricsSpanProcessor(SpanProcessor):
             checks.value += 1
             if triggers is not None:
                 triggers.value += 1
-            latency = get("llmops.guardrail.latency_ms")
+            latency = a.get("llmops.guardrail.latency_ms")
             value = float(latency) / 1000 if isinstance(latency, (int, float)) else 0.0
             rail_seconds.counts[bisect_left(rail_seconds.bounds, value)] += 1
             rail_seconds.total += value
@@ -248,54 +292,88 @@ class MetricsSpanProcessor(SpanProcessor):
             self._decisions[raw] = series
         return series
 
+    def _chat(self, span: FinishedSpan, attributes: dict[str, Any], model: str, seconds: float) -> None:
+        """A gateway call's metrics (called with the metrics' lock held)."""
+        m = self._m
+        key = (
+            model,
+            str(attributes.get("llmops.served_by", model)),
+            status_name(span),
+            str(attributes.get("llmops.cache.hit", "none")),
+        )
+        series = self._calls.get(key)
+        if series is None:
+            series = _CallSeries(m, *key)
+            if len(self._calls) < _CACHE_LIMIT:
+                self._calls[key] = series
+        series.calls.value += 1
+        histogram = series.seconds
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.total += seconds
+        series.tokens_in.value += _number(attributes.get(_INPUT_TOKENS))
+        series.tokens_out.value += _number(attributes.get(_OUTPUT_TOKENS))
+        series.cost.value += _number(attributes.get("llmops.cost_usd"))
+        retries = attributes.get("llmops.retries")
+        if retries:
+            m._counter(("llmops_gateway_retries", (model,))).value += _number(retries)
+        fallbacks = attributes.get("llmops.fallbacks")
+        if isinstance(fallbacks, tuple | list) and fallbacks:
+            m._counter(("llmops_gateway_fallbacks", (model,))).value += len(fallbacks)
+        served = series.served
+        ttft = attributes.get(_TTFT)
+        if isinstance(ttft, float | int):
+            if series.ttft is None:
+                series.ttft = m._histogram(("llmops_time_to_first_token_seconds", (served,)))
+            series.ttft.observe(float(ttft))
+        rate = attributes.get("llmops.tokens_per_s")
+        if isinstance(rate, float | int) and rate > 0:
+            if series.rate is None:
+                series.rate = m._histogram(("llmops_gateway_tokens_per_second", (served,)))
+            series.rate.observe(float(rate))
+        queued = attributes.get("llmops.queue_ms")
+        if isinstance(queued, float | int):
+            if series.queue is None:
+                series.queue = m._histogram(("llmops_gateway_queue_seconds", (served,)))
+            series.queue.observe(float(queued) / 1000)
 
-def _chat(m: PlatformMetrics, span: FinishedSpan, attributes: dict[str, Any], model: str, seconds: float) -> None:
-    """A gateway call's metrics (called with the metrics' lock held)."""
-    served = str(attributes.get("llmops.served_by", model))
-    cache = str(attributes.get("llmops.cache.hit", "none"))
-    m._counter(("llmops_gateway_calls", (model, served, status_name(span), cache))).value += 1
-    m._histogram(("llmops_gateway_call_seconds", (model,))).observe(seconds)
-    m._counter(("llmops_tokens", (served, "input"))).value += _number(attributes.get(genai.GEN_AI_USAGE_INPUT_TOKENS))
-    m._counter(("llmops_tokens", (served, "output"))).value += _number(attributes.get(genai.GEN_AI_USAGE_OUTPUT_TOKENS))
-    m._counter(("llmops_cost_usd", (served,))).value += _number(attributes.get("llmops.cost_usd"))
-    retries = attributes.get("llmops.retries")
-    if retries:
-        m._counter(("llmops_gateway_retries", (model,))).value += _number(retries)
-    fallbacks = attributes.get("llmops.fallbacks")
-    if isinstance(fallbacks, tuple | list) and fallbacks:
-        m._counter(("llmops_gateway_fallbacks", (model,))).value += len(fallbacks)
-    ttft = attributes.get(genai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
-    if isinstance(ttft, float | int):
-        m._histogram(("llmops_time_to_first_token_seconds", (served,))).observe(float(ttft))
-    rate = attributes.get("llmops.tokens_per_s")
-    if isinstance(rate, float | int) and rate > 0:
-        m._histogram(("llmops_gateway_tokens_per_second", (served,))).observe(float(rate))
-    queued = attributes.get("llmops.queue_ms")
-    if isinstance(queued, float | int):
-        m._histogram(("llmops_gateway_queue_seconds", (served,))).observe(float(queued) / 1000)
-
-
-def _rag(m: PlatformMetrics, span: FinishedSpan, attributes: dict[str, Any], seconds: float) -> None:
-    """A RAG answer's quality, latency and cost by app and prompt version (called with the metrics' lock held)."""
-    app = str(attributes.get("llmops.rag.app", ""))
-    version = str(attributes.get("llmops.prompt.version", ""))
-    snapshot = str(attributes.get("llmops.index.snapshot", ""))
-    if status_name(span) == "error":
-        outcome = "error"
-    elif attributes.get("llmops.guardrails.blocked_by"):
-        outcome = "blocked"
-    elif attributes.get("llmops.rag.abstained"):
-        outcome = "abstained"
-    else:
-        outcome = "answered"
-    m._counter(("llmops_rag_answers", (app, version, snapshot, outcome))).value += 1
-    m._histogram(("llmops_rag_seconds", (app, version))).observe(seconds)
-    m._counter(("llmops_rag_cost_usd", (app, version))).value += _number(attributes.get("llmops.cost_usd"))
-    grounding = attributes.get("llmops.guardrails.grounding_score")
-    if isinstance(grounding, float | int):
-        m._histogram(("llmops_rag_grounding_score", (app, version))).observe(float(grounding))
-        if _number(attributes.get("llmops.guardrails.unsupported_claims")) > 0:
-            m._counter(("llmops_rag_unsupported_answers", (app, version))).value += 1
+    def _rag(self, span: FinishedSpan, attributes: dict[str, Any], seconds: float) -> None:
+        """A RAG answer's quality, latency and cost by app and prompt version (called with the metrics' lock
+        held)."""
+        if status_name(span) == "error":
+            outcome = "error"
+        elif attributes.get("llmops.guardrails.blocked_by"):
+            outcome = "blocked"
+        elif attributes.get("llmops.rag.abstained"):
+            outcome = "abstained"
+        else:
+            outcome = "answered"
+        key = (
+            str(attributes.get("llmops.rag.app", "")),
+            str(attributes.get("llmops.prompt.version", "")),
+            str(attributes.get("llmops.index.snapshot", "")),
+            outcome,
+        )
+        series = self._answers.get(key)
+        if series is None:
+            series = _AnswerSeries(self._m, *key)
+            if len(self._answers) < _CACHE_LIMIT:
+                self._answers[key] = series
+        series.answers.value += 1
+        histogram = series.seconds
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.total += seconds
+        series.cost.value += _number(attributes.get("llmops.cost_usd"))
+        grounding = attributes.get("llmops.guardrails.grounding_score")
+        if isinstance(grounding, float | int):
+            if series.grounding is None:
+                series.grounding = self._m._histogram(("llmops_rag_grounding_score", (series.app, series.version)))
+            series.grounding.observe(float(grounding))
+            if _number(attributes.get("llmops.guardrails.unsupported_claims")) > 0:
+                if series.unsupported is None:
+                    series.unsupported = self._m._counter(
+                        ("llmops_rag_unsupported_answers", (series.app, series.version))
+                    )
+                series.unsupported.value += 1
 
 
 def _number(value: object) -> float:
