@@ -9,11 +9,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from llmops.observability._tables import TraceRow
-from llmops.store import Journal, Store
+from llmops.store import Base, Journal, Store
+from llmops.store._journal import register_journal_expander, rows_of_line
 
 
 def _trace(i: int) -> dict[str, object]:
@@ -152,3 +155,41 @@ def test_a_drainer_process_inserts_while_the_journal_only_appends(database_url: 
     journal.close()
     assert list((tmp_path / "journal").iterdir()) == []
     store.close()
+
+
+def _expand_numbers(entries: list[Any]) -> dict[str, list[dict[str, Any]]]:
+    """A compact entry (a list of numbers) expanded into trace rows; a number below zero cannot be expanded."""
+    if any(n < 0 for entry in entries for n in entry):
+        raise ValueError("no negative numbers")
+    return {"traces": [{**_trace(n), "created_at": datetime.now(UTC)} for entry in entries for n in entry]}
+
+
+@pytest.fixture
+def numbers_expander(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registers ``test.numbers`` for one test (the registry lives in the tables' metadata, shared by the process)."""
+    monkeypatch.setitem(Base.metadata.info, "llmops.journal.expanders", dict(Base.metadata.info.get(
+        "llmops.journal.expanders", {})))  # fmt: skip
+    register_journal_expander("test.numbers", _expand_numbers)
+
+
+def test_registered_entries_are_expanded_into_rows_when_drained(
+    database_url: str, tmp_path: Path, numbers_expander: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(database_url)
+    store.migrate()
+    journal = Journal(store, tmp_path / "journal", interval=3600)
+    journal.append({"test.numbers": [[1, 2], [3]], "traces": [_trace(4)]})
+    journal.append({"test.numbers": [[5, -1]]})  # its expander fails: this line is skipped, not the segment
+    journal.append({"test.numbers": [[6]]})
+    assert rows_of_line({"test.numbers": [[7]], "traces": []})["traces"][0]["request_id"] == "req_7"
+    journal.flush()
+    with store.session() as session:
+        assert set(session.scalars(sa.select(TraceRow.request_id))) == {"req_1", "req_2", "req_3", "req_4", "req_6"}
+    assert "could not be expanded" in caplog.text
+    journal.close()
+    store.close()
+
+
+def test_an_expanded_entry_cannot_take_a_tables_name(numbers_expander: None) -> None:
+    with pytest.raises(ValueError, match="is a table"):
+        register_journal_expander("traces", _expand_numbers)
