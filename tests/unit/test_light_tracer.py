@@ -3,8 +3,10 @@ and finished spans that the SDK's processors and exporters take."""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
+import weakref
 from typing import Any, cast
 
 import orjson
@@ -19,6 +21,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, StoreSpanProcessor
 from llmops.observability._export import ReadableSpanExporter
 from llmops.observability._light import LightSpan, LightTracer, LightTracerProvider, clean_span, to_readable
+from llmops.store._journal import rows_of_line
 
 
 class Recorder(SpanProcessor):
@@ -243,6 +246,71 @@ def test_every_processor_sees_every_span_once(recorder: Recorder) -> None:
     assert recorder.ended == [late, early] and second.ended == [late, early]
 
 
+def test_a_root_collects_its_traces_spans_as_they_end(tracer: LightTracer, recorder: Recorder) -> None:
+    root = _light(tracer.start_span("rag app"))
+    ctx = trace.set_span_in_context(root)
+    first = _light(tracer.start_span("retrieve", context=ctx))
+    second = _light(tracer.start_span("chat m", context=ctx))
+    grandchild = _light(tracer.start_span("rerank", context=trace.set_span_in_context(first)))
+    assert root.trace_spans == [] and first.trace_spans is root.trace_spans is grandchild.trace_spans
+
+    second.end()
+    grandchild.end()
+    first.end()
+    assert root.trace_spans == [second, grandchild, first]  # in the order they ended; the root is not in it
+    assert first.trace_spans is None and second.trace_spans is None  # an ended child lets go of the list
+    root.end()
+    assert recorder.ended == [second, grandchild, first, root]
+    late = _light(tracer.start_span("after", context=ctx))  # a child of the ended root still joins its trace
+    late.end()
+    assert root.trace_spans == [second, grandchild, first, late]
+    assert _light(tracer.start_span("other")).trace_spans == []  # another root: its own list
+
+
+def test_a_finished_trace_is_freed_without_the_garbage_collector(tracer: LightTracer, recorder: Recorder) -> None:
+    # Spans and their trace's list must not reference each other: a request's trace is freed as soon as it is
+    # dropped, not at the next (full, for old objects) collection.
+    gc.collect()
+    gc.disable()
+    try:
+        with (
+            tracer.start_as_current_span("rag app") as root,
+            tracer.start_as_current_span("retrieve"),
+            tracer.start_as_current_span("rerank"),
+        ):
+            pass
+        refs = [weakref.ref(s) for s in recorder.ended]
+        assert len(refs) == 3 and recorder.ended[-1] is root
+        del root
+        recorder.ended.clear()
+        assert [r() for r in refs] == [None, None, None]
+    finally:
+        gc.enable()
+
+
+def test_spans_whose_parent_is_not_a_running_light_span_are_collected_by_trace_id() -> None:
+    journal, provider, other = CapturedJournal(), LightTracerProvider(), LightTracerProvider()
+    provider.add_span_processor(StoreSpanProcessor(journal))  # type: ignore[arg-type]
+    tracer = provider.get_tracer("llmops")
+    root = _light(tracer.start_span("rag app", attributes={"llmops.request_id": "req_strays"}))
+    by_context = _light(tracer.start_span("by context", context=trace.set_span_in_context(
+        trace.NonRecordingSpan(root.get_span_context()))))  # fmt: skip
+    ended = _light(tracer.start_span("ended", context=trace.set_span_in_context(root)))
+    ended.end()
+    under_ended = _light(tracer.start_span("under ended", context=trace.set_span_in_context(ended)))
+    foreign_root = other.get_tracer("other").start_span("foreign")
+    foreign = _light(tracer.start_span("under a foreign span", context=trace.set_span_in_context(foreign_root)))
+    for span in (by_context, under_ended, foreign):
+        assert span.trace_spans is None
+        span.end()
+    root.end()
+
+    (line,) = journal.lines
+    names = sorted(row["name"] for row in line["spans"])
+    assert names == ["by context", "ended", "rag app", "under ended"]  # the foreign span's trace never ended here
+    assert line["traces"][0]["request_id"] == "req_strays"
+
+
 def test_a_remote_parent_keeps_its_trace_and_stays_remote(tracer: LightTracer, recorder: Recorder) -> None:
     remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     ctx = trace.set_span_in_context(trace.NonRecordingSpan(remote))
@@ -300,13 +368,17 @@ def test_the_sdks_exporters_take_light_spans_through_the_converting_exporter(tra
 
 
 class CapturedJournal:
-    """Stands in for the journal: each appended line, as the journal would write it (one orjson call)."""
+    """Stands in for the journal: the rows of each appended line, as the journal would write it (one orjson call)
+    and draining would read it back (its entries expanded into rows)."""
 
     def __init__(self) -> None:
         self.lines: list[dict[str, Any]] = []
+        self.written: list[dict[str, Any]] = []  # the lines as written
 
     def append(self, rows_by_table: dict[str, list[dict[str, Any]]], *, durable: bool = True) -> None:
-        self.lines.append(orjson.loads(orjson.dumps(rows_by_table, option=orjson.OPT_NAIVE_UTC)))
+        line = orjson.loads(orjson.dumps(rows_by_table, option=orjson.OPT_NAIVE_UTC))
+        self.written.append(line)
+        self.lines.append({table: rows for table, rows in rows_of_line(line).items() if rows})
 
 
 def _request(tracer: trace.Tracer, request_id: str, *, odd: bool = False) -> None:

@@ -12,7 +12,11 @@ platform's processors read, in plain objects:
   cleans for the exporters. Lists are kept as the caller's lists, so a caller must not change one after setting it;
 - events as ``LightEvent`` named tuples, their attributes a copy of the caller's dict;
 - random trace and span ids from one ``random.Random`` seeded from ``os.urandom`` (reseeded in forked children);
-- every span sampled, except under a parent that is not (the SDK's default ``ParentBased(ALWAYS_ON)``).
+- every span sampled, except under a parent that is not (the SDK's default ``ParentBased(ALWAYS_ON)``);
+- each local root span (no parent, or a remote one) has ``trace_spans``: the spans of its trace that ended in this
+  process, in the order they ended. A child started under an open light span of the same provider joins its
+  parent's list and adds itself when it ends, so a processor has the whole trace when the root ends, without
+  collecting the spans itself (no lock, no lookup per span).
 
 The read side of a finished ``LightSpan`` has the names of the SDK's ``ReadableSpan`` (``name``, ``attributes``,
 ``events``, ``parent``, ``start_time``, ``end_time``, ``status``, ``kind``, ``context``, ``resource``,
@@ -64,6 +68,7 @@ __all__ = [
     "LightTracerProvider",
     "clean_attributes",
     "clean_span",
+    "span_attributes",
     "to_readable",
 ]
 
@@ -163,6 +168,7 @@ class LightSpan(trace.Span):
         "parent",
         "start_time",
         "status",
+        "trace_spans",
     )
 
     # Rarely changed: set on the instance only when they differ (``trace.Span`` gives every span a ``__dict__``).
@@ -178,6 +184,7 @@ class LightSpan(trace.Span):
         kind: SpanKind,
         tracer: LightTracer,
         start_time: int,
+        trace_spans: list[LightSpan] | None,
     ) -> None:
         self.name = name
         self.context = context
@@ -190,6 +197,11 @@ class LightSpan(trace.Span):
         self.attributes: dict[str, types.AnyValue] = {}
         self.events: list[LightEvent] = []
         self.status = UNSET
+        #: On a local root: its trace's spans that ended in this process, in the order they ended (the root is not
+        #: in it). On a running child: the same list, which it joins when it ends (and then drops, so that the list
+        #: and its spans do not reference each other and are freed without the garbage collector). None on a span
+        #: whose parent is not a running light span of this provider (processors then collect it themselves).
+        self.trace_spans = trace_spans
 
     def __repr__(self) -> str:
         return f'LightSpan(name="{self.name}", context={self.context})'
@@ -279,8 +291,16 @@ class LightSpan(trace.Span):
         if self.end_time is not None:
             return
         self.end_time = time_ns() if end_time is None else end_time
-        for on_end in self._on_end:
-            on_end(self)
+        spans = self.trace_spans
+        parent = self.parent
+        try:
+            for on_end in self._on_end:
+                on_end(self)
+        finally:
+            # A child joins its trace once the processors have seen it (a root keeps its list; it is not in it).
+            if spans is not None and parent is not None and not parent[2]:
+                self.trace_spans = None
+                spans.append(self)
 
     def __exit__(
         self,
@@ -305,6 +325,23 @@ def _drop_oldest(attributes: dict[str, types.AnyValue]) -> None:
 FinishedSpan: TypeAlias = ReadableSpan | LightSpan
 
 
+def span_attributes(span: FinishedSpan) -> dict[str, Any]:
+    """A span's attributes as a plain dict (primitives, or sequences of them, which orjson writes as they are).
+
+    For a ``LightSpan`` this is the span's own dict, not a copy (a finished span's attributes do not change): do not
+    modify it; its values are as they were set (see the module's documentation). For an SDK span, the public
+    ``span.attributes`` is a read-only proxy over BoundedAttributes whose copy costs a Python-level call per key, so
+    the plain dict underneath is copied directly when it is there.
+    """
+    if type(span) is LightSpan:
+        return span.attributes
+    bounded = getattr(span, "_attributes", None)
+    raw = getattr(bounded, "_dict", None)
+    if isinstance(raw, dict):
+        return dict(raw)
+    return dict(span.attributes or {})
+
+
 class LightTracer(trace.Tracer):
     """Starts ``LightSpan``s; parents come from the given (or current) context, as with the SDK's tracer."""
 
@@ -324,17 +361,28 @@ class LightTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         # The current span, as ``trace.get_current_span(context)`` finds it, without its ABC isinstance check
-        # when it is one of ours.
+        # when it is one of ours (or none).
         current = (context_api.get_current() if context is None else context).get(_SPAN_KEY)
-        parent: SpanContext | None = (
-            current.context if type(current) is LightSpan else trace.get_current_span(context).get_span_context()
-        )
+        parent: SpanContext | None
+        if type(current) is LightSpan:
+            parent = current.context
+        elif current is None:
+            parent = None
+        else:
+            parent = trace.get_current_span(context).get_span_context()
+        trace_spans: list[LightSpan] | None
         # A SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid): unpacked
         # once rather than read through its properties.
         if parent is not None and parent[5]:
-            trace_id, _, _, flags, state, _ = parent
+            trace_id, _, remote, flags, state, _ = parent
             if not flags & _SAMPLED_BIT:
                 return trace.NonRecordingSpan(parent)  # the parent was not sampled: neither is its child
+            if remote:
+                trace_spans = []  # a local root
+            elif type(current) is LightSpan and current._tracer.provider is self.provider:
+                trace_spans = current.trace_spans  # None once the parent has ended (it is a child that left)
+            else:
+                trace_spans = None
             # SpanContext's own constructor re-checks the ids' ranges: these are in range and non-zero.
             span_context = _tuple_new(
                 SpanContext,
@@ -349,11 +397,14 @@ class LightTracer(trace.Tracer):
             )
         else:
             parent = None
+            trace_spans = []
             span_context = _tuple_new(
                 SpanContext,
                 (_bits(128) or _new_id(128), _bits(64) or _new_id(64), False, _SAMPLED_RANDOM, _DEFAULT_STATE, True),
             )
-        span = LightSpan(name, span_context, parent, kind, self, time_ns() if start_time is None else start_time)
+        span = LightSpan(
+            name, span_context, parent, kind, self, time_ns() if start_time is None else start_time, trace_spans
+        )
         if not record_exception:
             span._record_exception = False
         if not set_status_on_exception:

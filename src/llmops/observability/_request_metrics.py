@@ -7,14 +7,13 @@ records an attribute on its span is measured without being told about metrics.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as genai
 
-from llmops.observability._light import FinishedSpan
+from llmops.observability._journalled import ATTRIBUTES, END, NAME, START
 
 __all__ = ["request_metrics_row"]
 
@@ -25,30 +24,31 @@ _OPERATION = genai.GEN_AI_OPERATION_NAME
 def request_metrics_row(
     request_id: str,
     trace_id: str,
-    root: FinishedSpan,
-    root_attributes: dict[str, Any],
-    spans: Sequence[tuple[FinishedSpan, dict[str, Any]]],
+    spans: list[list[Any]],
     *,
     status: str,
     sampled: bool,
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The ``request_metrics`` row of one request (``spans`` pairs each span with its attributes; ``created_at``
-    is the root's start when the caller has it already)."""
-    a = root_attributes
+    """The ``request_metrics`` row of one request, from its spans as the journal carries them (``_journalled.py``,
+    the root last); ``created_at`` is the root's start when the caller has it already."""
+    root = spans[-1]
+    a = root[ATTRIBUTES]
+    get = a.get
     model = None
     ttft_ms = tokens_per_s = retrieval_ms = None
     input_tokens = output_tokens = 0
     cost = 0.0
     top_score = None
-    user, team, app = a.get("llmops.caller.user"), a.get("llmops.caller.team"), a.get("llmops.rag.app")
+    user, team, app = get("llmops.caller.user"), get("llmops.caller.team"), get("llmops.rag.app")
     rails: list[str] = []
     pii = 0
-    grounding = a.get("llmops.guardrails.grounding_score")
-    root_unsupported = a.get("llmops.guardrails.unsupported_claims")
+    grounding = get("llmops.guardrails.grounding_score")
+    root_unsupported = get("llmops.guardrails.unsupported_claims")
     unsupported = root_unsupported if isinstance(root_unsupported, int) else None
-    for span, attributes in spans:
-        name = span.name  # its stage is the first word: "retrieve", "guardrails.input", "chat <model>"
+    for span in spans:
+        attributes = span[ATTRIBUTES]
+        name = span[NAME]  # its stage is the first word: "retrieve", "guardrails.input", "chat <model>"
         if attributes.get(_OPERATION) == "chat":
             model = attributes.get("llmops.served_by") or attributes.get(genai.GEN_AI_REQUEST_MODEL)
             ttft_ms = _float(attributes.get("llmops.ttft_ms"), ttft_ms)
@@ -60,9 +60,10 @@ def request_metrics_row(
             team = team or attributes.get("llmops.caller.team")
             app = app or attributes.get("llmops.caller.app")
         elif name == "retrieve" or name.startswith("retrieve "):
-            retrieval_ms = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+            retrieval_ms = (span[END] - span[START]) / 1e6
             scores = attributes.get("llmops.retrieval.scores")
-            # Attribute values are primitives or tuples of them (lists before the SDK's or our cleaning).
+            # Attribute values are primitives or sequences of them (tuples once cleaned, lists as given or read
+            # back from the journal).
             if isinstance(scores, tuple | list) and scores and isinstance(scores[0], int | float):
                 top_score = float(scores[0])
         elif name.startswith("guardrails."):
@@ -76,23 +77,24 @@ def request_metrics_row(
                     unsupported = sum(1 for c in orjson.loads(claims) if not c.get("supported"))
             if grounding is None:
                 grounding = attributes.get("llmops.guardrails.grounding_score")
+    start = root[START]
     return {
         "request_id": request_id,
         "trace_id": trace_id,
-        "created_at": created_at or datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC),
-        "kind": root.name.split(" ", 1)[0][:40],
+        "created_at": created_at or datetime.fromtimestamp(start / 1e9, UTC),
+        "kind": root[NAME].split(" ", 1)[0][:40],
         "app": app,
-        "prompt_name": a.get("llmops.prompt.name"),
-        "prompt_version": a.get("llmops.prompt.version"),
+        "prompt_name": get("llmops.prompt.name"),
+        "prompt_version": get("llmops.prompt.version"),
         "model": model,
-        "index_snapshot": _snapshot(a.get("llmops.index.snapshot")),
+        "index_snapshot": _snapshot(get("llmops.index.snapshot")),
         "user": user,
         "team": team,
         "status": status,
         "sampled": sampled,
-        "blocked": bool(a.get("llmops.guardrails.blocked_by")),
-        "abstained": bool(a.get("llmops.rag.abstained")),
-        "duration_ms": ((root.end_time or 0) - (root.start_time or 0)) / 1e6,
+        "blocked": bool(get("llmops.guardrails.blocked_by")),
+        "abstained": bool(get("llmops.rag.abstained")),
+        "duration_ms": (root[END] - start) / 1e6,
         "ttft_ms": ttft_ms,
         "retrieval_ms": retrieval_ms,
         "tokens_per_s": tokens_per_s,

@@ -17,41 +17,36 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.trace import StatusCode, format_trace_id
 
-from llmops.observability._light import UNSET, FinishedSpan, LightSpan, LightTracerProvider, clean_span
+from llmops.observability._journalled import END, NAME, START, STATUS, journalled
+from llmops.observability._light import (
+    UNSET,
+    FinishedSpan,
+    LightSpan,
+    LightTracerProvider,
+    clean_span,
+    span_attributes,
+)
 from llmops.observability._request_metrics import request_metrics_row
 from llmops.store import Journal
+from llmops.store._journal import register_journal_expander
 
-__all__ = ["REQUEST_ID", "StoreSpanProcessor", "Tracing", "span_attributes", "status_name"]
+__all__ = ["REQUEST_ID", "TRACE_ENTRY", "StoreSpanProcessor", "Tracing", "span_attributes", "status_name"]
 
 #: The attribute on a root span that names the request; `llmops traces REQUEST_ID` finds the trace by it.
 REQUEST_ID = "llmops.request_id"
 _MAX_OPEN_TRACES = 10_000
 
 
-def span_attributes(span: FinishedSpan) -> dict[str, Any]:
-    """A span's attributes as a plain dict (primitives, or sequences of them, which orjson writes as they are).
-
-    For a ``LightSpan`` this is the span's own dict, not a copy (a finished span's attributes do not change): do not
-    modify it; its values are as they were set (see ``_light.py``). For an SDK span, the public ``span.attributes``
-    is a read-only proxy over BoundedAttributes whose copy costs a Python-level call per key, so the plain dict
-    underneath is copied directly when it is there.
-    """
-    if type(span) is LightSpan:
-        return span.attributes
-    bounded = getattr(span, "_attributes", None)
-    raw = getattr(bounded, "_dict", None)
-    if isinstance(raw, dict):
-        return dict(raw)
-    return dict(span.attributes or {})
-
-
 class StoreSpanProcessor(SpanProcessor):
     """Buffers the spans of each trace and journals them in one line when the trace's root span ends.
 
     The root span ends inside the request handler, so the trace is durable (in the journal, which survives a killed
-    process) before the response goes out; the journal drains it into the store within milliseconds.
+    process) before the response goes out; the journal drains it into the store within milliseconds. The line holds
+    the spans as they are (``_journalled.py``): the trace's ``traces``, ``spans`` and ``request_metrics`` rows are
+    derived from it where the journal is drained (``_expand_traces``), so the request pays for one short list per
+    span and the journal's one ``orjson`` call and ``write``.
 
-    Every request gets its ``request_metrics`` row in the same line, sampled or not. The spans of a successful
+    Every request gets its ``request_metrics`` row from its line, sampled or not. The spans of a successful
     request are kept for ``sample_rate`` of the traces (decided on the trace id, so replicas agree); errors and
     guardrail blocks are always kept, and the last ``sampled_out_buffer`` sampled-out traces stay in memory so that
     negative feedback arriving later can still keep them (`keep`).
@@ -66,6 +61,15 @@ class StoreSpanProcessor(SpanProcessor):
         self._buffer = sampled_out_buffer
 
     def on_end(self, span: FinishedSpan) -> None:
+        if type(span) is LightSpan and span.trace_spans is not None:
+            # The light tracer collects a trace's spans on its root (see ``_light.py``): a child costs nothing
+            # here, and the root brings the whole trace.
+            parent = span.parent
+            if parent is None or parent[2]:
+                self._end_light_trace(span, span.trace_spans)
+            return
+        # An SDK span, or a light span whose parent is not a running light span of this provider: collected here
+        # by trace id until its root ends.
         context = span.context
         if context is None:
             return
@@ -84,6 +88,16 @@ class StoreSpanProcessor(SpanProcessor):
             del opened[trace_id]
         self._write(span, trace_id, spans)
 
+    def _end_light_trace(self, root: LightSpan, trace_spans: list[LightSpan]) -> None:
+        trace_id = root.context[0]
+        spans: list[FinishedSpan] = [*trace_spans, root]
+        if self._open:  # spans of this trace whose parent was outside it (collected by on_end), if any
+            with self._lock:
+                strays = self._open.pop(trace_id, None)
+            if strays:
+                spans = [*strays, *spans]
+        self._write(root, trace_id, spans)
+
     def keep(self, request_id: str) -> bool:
         """Store a sampled-out trace after all (feedback flagged it); False when it is not held any more."""
         with self._lock:
@@ -93,11 +107,11 @@ class StoreSpanProcessor(SpanProcessor):
         root, spans = held
         trace_id = format_trace_id(root.context.trace_id)
         for attempt in range(2):
-            created_at = _created_at(root)
-            span_rows = _span_rows(trace_id, root, span_attributes(root), spans)
-            trace_row = _trace_row(request_id, trace_id, root, status_name(root), created_at)
+            # Its metrics row was written when the request ended: only the trace and its spans now.
+            entry = {"trace_id": trace_id, "request_id": request_id, "sampled": False, "metrics": False,
+                     "spans": journalled(spans)}  # fmt: skip
             try:
-                self._journal.append({"traces": [trace_row], "spans": span_rows})
+                self._journal.append({TRACE_ENTRY: [entry]})
                 break
             except TypeError:  # see _write
                 if attempt or not _clean_trace(spans):
@@ -105,6 +119,7 @@ class StoreSpanProcessor(SpanProcessor):
         return True
 
     def _write(self, root: FinishedSpan, trace_number: int, spans: list[FinishedSpan], *, retry: bool = True) -> None:
+        """Journal a finished trace (``spans``, its root last)."""
         trace_id = trace_number.to_bytes(16, "big").hex()
         attributes = span_attributes(root)
         request_id = str(attributes.get(REQUEST_ID) or f"trace_{trace_id}")
@@ -114,29 +129,24 @@ class StoreSpanProcessor(SpanProcessor):
             or bool(attributes.get("llmops.guardrails.blocked_by"))
             or (trace_number & 0xFFFFFFFF) < self._threshold
         )
-        created_at = _created_at(root)
-        if not sampled:
-            pairs = [(s, attributes if s is root else span_attributes(s)) for s in spans]
+        line: dict[str, list[dict[str, Any]]]
+        if sampled:
+            # The spans as they are (one orjson call, the journal's, writes them); the trace, span and metrics rows
+            # are derived from them when the journal is drained (``_expand_traces``), not on the request path.
+            entry = {"trace_id": trace_id, "request_id": request_id, "sampled": True, "metrics": True,
+                     "spans": journalled(spans)}  # fmt: skip
+            line = {TRACE_ENTRY: [entry]}
+        else:
+            # Only the metrics row is journalled: the spans (questions, answers) stay in memory, not on disk.
             metrics = request_metrics_row(
-                request_id, trace_id, root, attributes, pairs, status=status, sampled=False, created_at=created_at
+                request_id, trace_id, journalled(spans), status=status, sampled=False, created_at=_created_at(root)
             )
             with self._lock:
                 if self._buffer:
                     self._sampled_out[request_id] = (root, spans)
                     if len(self._sampled_out) > self._buffer:
                         self._sampled_out.popitem(last=False)
-            line: dict[str, list[dict[str, Any]]] = {"request_metrics": [metrics]}
-        else:
-            span_rows = _span_rows(trace_id, root, attributes, spans)
-            # The span rows pair each span with the attributes already taken (no second copy of an SDK span's).
-            pairs = [(s, row["attributes"]) for s, row in zip(spans, span_rows, strict=True)]
-            metrics = request_metrics_row(
-                request_id, trace_id, root, attributes, pairs, status=status, sampled=True, created_at=created_at
-            )
-            trace_row = _trace_row(request_id, trace_id, root, status, created_at)
-            # One orjson call (the journal's) serialises the whole line; JSON columns go in as objects, which the
-            # drain inserts as JSON.
-            line = {"traces": [trace_row], "spans": span_rows, "request_metrics": [metrics]}
+            line = {"request_metrics": [metrics]}
         try:
             self._journal.append(line)
         except TypeError:
@@ -168,81 +178,58 @@ def _created_at(root: FinishedSpan) -> datetime:
     return datetime.fromtimestamp((root.start_time or 0) / 1e9, UTC)
 
 
-def _trace_row(request_id: str, trace_id: str, root: FinishedSpan, status: str, created_at: datetime) -> dict[str, Any]:
-    # The trace row indexes the request; its attributes live once, on the root span (read back from there).
-    return {
-        "request_id": request_id,
-        "trace_id": trace_id,
-        "name": root.name,
-        "created_at": created_at,
-        "duration_ms": _duration_ms(root),
-        "status": status,
-        "attributes": "{}",
-    }
+def _expand_traces(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of journalled traces (``_write``): each trace's ``traces`` row, its ``spans`` rows and, unless it
+    was written earlier, its ``request_metrics`` row. Runs where the journal is drained (a thread, or the drainer
+    process), not on the request path."""
+    traces: list[dict[str, Any]] = []
+    span_rows: list[dict[str, Any]] = []
+    metrics: list[dict[str, Any]] = []
+    for entry in entries:
+        trace_id, request_id, spans = entry["trace_id"], entry["request_id"], entry["spans"]
+        root = spans[-1]
+        start = root[START]
+        created_at = datetime.fromtimestamp(start / 1e9, UTC)
+        status = "ok" if root[STATUS] is None else root[STATUS][0]
+        # The trace row indexes the request; its attributes live once, on the root span (read back from there).
+        traces.append({"request_id": request_id, "trace_id": trace_id, "name": root[NAME], "created_at": created_at,
+                       "duration_ms": (root[END] - start) / 1e6, "status": status, "attributes": "{}"})  # fmt: skip
+        for name, span_id, parent_id, span_start, end, span_status, attributes, events in spans:
+            text, message = ("ok", None) if span_status is None else span_status
+            span_rows.append(
+                {
+                    "trace_id": trace_id,
+                    "span_id": span_id.to_bytes(8, "big").hex(),
+                    "parent_span_id": None if parent_id is None else parent_id.to_bytes(8, "big").hex(),
+                    "name": name,
+                    "start_ns": span_start,
+                    "end_ns": end,
+                    "duration_ms": (end - span_start) / 1e6,
+                    "status": text,
+                    "status_message": message,
+                    "attributes": attributes,
+                    "events": [{"name": n, "time_ns": t, "attributes": a} for n, t, a in events],
+                }
+            )
+        if entry["metrics"]:
+            metrics.append(
+                request_metrics_row(
+                    request_id, trace_id, spans, status=status, sampled=entry["sampled"], created_at=created_at
+                )
+            )
+    return {"traces": traces, "spans": span_rows, "request_metrics": metrics}
 
 
-def _span_rows(
-    trace_id: str, root: FinishedSpan, root_attributes: dict[str, Any], spans: list[FinishedSpan]
-) -> list[dict[str, Any]]:
-    """The ``spans`` rows of a trace. JSON columns go in as objects: the journal serialises the whole line at once,
-    and draining inserts them as JSON (the same text as serialising each one here)."""
-    rows = []
-    error = StatusCode.ERROR
-    root_id = root.context[1]
-    root_hex = root_id.to_bytes(8, "big").hex()  # most spans' parent: formatted once
-    for span in spans:
-        if span is root:
-            attributes = root_attributes
-            span_hex = root_hex
-        else:
-            attributes = span.attributes if type(span) is LightSpan else span_attributes(span)
-            span_hex = span.context[1].to_bytes(8, "big").hex()
-        parent = span.parent
-        if parent is None:
-            parent_hex = None
-        else:
-            parent_id = parent[1]
-            parent_hex = root_hex if parent_id == root_id else parent_id.to_bytes(8, "big").hex()
-        if not span.events:
-            events: list[dict[str, Any]] = []
-        elif type(span) is LightSpan:
-            events = [{"name": e.name, "time_ns": e.timestamp, "attributes": e.attributes} for e in span.events]
-        else:
-            events = [
-                {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})} for e in span.events
-            ]
-        start, end, status = span.start_time or 0, span.end_time or 0, span.status
-        if status is UNSET:  # most spans: their status was never set (a shared object)
-            status_text, message = "ok", None
-        else:
-            status_text = "error" if status.status_code is error else "ok"
-            message = status.description
-        rows.append(
-            {
-                "trace_id": trace_id,
-                "span_id": span_hex,
-                "parent_span_id": parent_hex,
-                "name": span.name,
-                "start_ns": start,
-                "end_ns": end,
-                "duration_ms": (end - start) / 1e6,
-                "status": status_text,
-                "status_message": message,
-                "attributes": attributes,
-                "events": events,
-            }
-        )
-    return rows
+#: The name journal lines carry traces under (``_write``); expanded into rows by ``_expand_traces`` when drained.
+TRACE_ENTRY = "llmops.trace"
+# Registered as the tables are, when this module is imported: the drainer process imports it with the platform.
+register_journal_expander(TRACE_ENTRY, _expand_traces)
 
 
 def status_name(span: FinishedSpan) -> str:
     """``ok`` or ``error``: OpenTelemetry's UNSET means nothing went wrong."""
     status = span.status
     return "ok" if status is UNSET else "error" if status.status_code == StatusCode.ERROR else "ok"
-
-
-def _duration_ms(span: FinishedSpan) -> float:
-    return ((span.end_time or 0) - (span.start_time or 0)) / 1e6
 
 
 class Tracing:
