@@ -385,6 +385,7 @@ class Platform:
             fetch=fetch,
             rerankers=rerankers,
             tracer=self.tracing.tracer,
+            audit=self.audit.record,
         )
 
     def _seed_prompts(self) -> None:

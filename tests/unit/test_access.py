@@ -221,3 +221,41 @@ def test_an_apps_retrieval_stays_in_its_project_whatever_its_filter(tmp_path: Pa
         assert sources("sneaky-rag") == {"-"}  # its filter asks for legal's documents: it finds nothing
     finally:
         platform.close()
+
+
+def test_changes_and_sensitive_reads_are_audited(ingested: Platform) -> None:
+    from llmops.guardrails import default_policy
+    from llmops.server import create_app
+
+    from ..helpers import serve_in_thread
+
+    platform = ingested
+    platform.prompts.create("greet", [{"role": "user", "content": "Hi {{ name }}"}], author="ana")
+    platform.prompts.create("greet", [{"role": "user", "content": "Hello {{ name }}"}], author="ana")
+    platform.prompts.approvals.set_policy("greet", "dev", "stable", required_approvals=1, by="root")
+    platform.roles.grant("olga", "approver", by="root")
+    change = platform.prompts.approvals.request("greet", "stable", 2, by="ana")
+    platform.prompts.approvals.approve(change.id, by="olga")
+    platform.guardrail_policies.create(default_policy().model_copy(update={"name": "strict"}), author="ana")
+    first = platform.knowledge.served_snapshot()
+    corpus = Path(platform.knowledge.sources.list()[0].location)
+    changed = next(corpus.rglob("*.md"))
+    changed.write_text(changed.read_text() + "\n\nAmended.\n")
+    platform.knowledge.ingest(actor="ana")
+    platform.knowledge.rollback(first or 1, actor="ops")
+    answer = asyncio.run(platform.rag().ask("How many PTO days?"))
+    platform.access.principals.add("auditor", by="root")
+    platform.roles.grant("auditor", "admin", by="root")
+    _, key = platform.access.keys.create("auditor", "default", by="root")
+    headers = {"authorization": f"Bearer {key}"}
+    with serve_in_thread(create_app(platform)) as base:
+        for path in (f"/api/explain/{answer.request_id}", "/api/audit/export", "/api/evidence-pack",
+                     "/api/costs/chargeback.csv"):  # fmt: skip
+            assert httpx.get(base + path, headers=headers, timeout=60).status_code == 200, path
+    entries = platform.audit.entries()
+    done = {(e["action"], e["actor"]) for e in entries}
+    assert {("prompt.version.create", "ana"), ("prompt.policy.set", "root"), ("prompt.change.approve", "olga"),
+            ("prompt.label.move", "ana"), ("guardrail_policy.version.create", "ana"), ("index.snapshot", "ana"),
+            ("index.rollback", "ops"), ("request.explain", "auditor"), ("audit.export", "auditor"),
+            ("evidence_pack.export", "auditor"), ("costs.chargeback.export", "auditor")} - done == set()  # fmt: skip
+    assert platform.audit.verify().ok

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from llmops import ModelConfig, Platform, Settings
@@ -24,7 +23,7 @@ from llmops._settings import ApiKeyConfig, GatewaySettings, LimitConfig
 from llmops.gateway import ChatRequest, LimitExceededError, identify
 from llmops.gateway._tables import GatewayCallRow
 from llmops.governance._costs import budget_status, chargeback_csv, cost_report, parse_moment
-from llmops.server._costs_api import costs_router
+from llmops.server import create_app
 from llmops.store import Store
 from llmops.testing import HashEmbedder, ScriptedProvider
 
@@ -275,9 +274,7 @@ def api(tmp_path: Path, database_url: str) -> Iterator[tuple[TestClient, Platfor
     platform = Platform(settings, embedder=HashEmbedder(), providers={LOCAL_MODEL: ScriptedProvider("ok")})
     with platform.store.session() as session:
         session.add_all(_row(call) for call in CALLS)
-    app = FastAPI()
-    app.include_router(costs_router(platform))
-    with TestClient(app) as client:
+    with TestClient(create_app(platform)) as client:
         yield client, platform
     platform.close()
 

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from llmops.cli._common import actor, console, errors, open_platform
+from llmops.cli._common import User, actor, console, errors, open_platform
 from llmops.knowledge import IngestBusyError, IngestReport
 
 __all__ = ["index_app", "ingest", "search", "sources_app"]
@@ -28,6 +28,7 @@ def ingest(
     project: Annotated[
         str | None, typer.Option("--project", "-p", help="the project the given locations' documents belong to")
     ] = None,
+    user: User = None,
 ) -> None:
     """Ingest documents: add new ones, re-process changed ones, remove deleted ones. A killed run resumes."""
     with open_platform() as platform:
@@ -65,7 +66,7 @@ def ingest(
                     bar.update(task, completed=done, total=total)
 
                 report = platform.knowledge.ingest(
-                    locations or None, on_progress=step, processor=processor, metadata=metadata
+                    locations or None, on_progress=step, processor=processor, metadata=metadata, actor=actor(user)
                 )
         except IngestBusyError as exc:
             errors.print(f"[red]{exc}[/]")

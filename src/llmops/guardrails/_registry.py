@@ -169,9 +169,15 @@ class PolicyRegistry:
                 session.add(version)
                 session.add(_change(name, "create", author, to_version=version.version, reason=message))
                 session.flush()
-                return _version_from_row(version)
+                created = _version_from_row(version)
+                before = latest.content_hash if latest is not None else None
         except IntegrityError as exc:  # another writer took the same name or version number
             raise RuntimeError(f"concurrent change to guardrail policy {name!r}; retry") from exc
+        if self._audit is not None:
+            self._audit(author, "guardrail_policy.version.create", "guardrail_policy_version",
+                        f"{name}@{created.version}", before=before, after=digest,
+                        details={"message": message} if message else None)  # fmt: skip
+        return created
 
     @staticmethod
     def _latest_row(session: Session, name: str) -> PolicyVersionRow | None:

@@ -40,7 +40,7 @@ from llmops.knowledge._snapshots import IndexSync, SnapshotError, Snapshots
 from llmops.knowledge._sources import SourceRegistry
 from llmops.knowledge._store_cache import StoreEmbeddingCache
 from llmops.knowledge._tables import LIVE, ChunkingConfigRow, ChunkRow, IndexSnapshotRow
-from llmops.store import Store
+from llmops.store import AuditHook, Store
 
 __all__ = ["EmbeddingModelMismatchError", "KnowledgeBase"]
 
@@ -70,8 +70,11 @@ class KnowledgeBase:
         fetch: Any = None,
         rerankers: Mapping[str, Reranker] | None = None,
         tracer: trace.Tracer | None = None,
+        audit: AuditHook | None = None,
     ) -> None:
-        """``tracer`` records each ingestion run as a trace (``ingest``), like a request."""
+        """``tracer`` records each ingestion run as a trace (``ingest``), like a request; ``audit`` is told of each
+        new index snapshot and rollback."""
+        self._audit = audit
         chunking.check_fits(embedder)
         self._store = store
         self._tracer = tracer or trace.NoOpTracer()
@@ -121,6 +124,7 @@ class KnowledgeBase:
         on_progress: ProgressCallback | None = None,
         processor: DocumentProcessor | None = None,
         metadata: Mapping[str, str | int | float | bool] | None = None,
+        actor: str = "system",
     ) -> IngestReport:
         """Register ``location`` (a folder, file, glob or URL; several allowed) and ingest it, or every source.
 
@@ -174,6 +178,10 @@ class KnowledgeBase:
             )
             for source, reason in report.failed[:100]:
                 span.add_event("ingest.document_failed", {"source": source, "reason": reason[:500]})
+        if self._audit is not None and report.changed and report.snapshot_id is not None:
+            counts = {k: len(getattr(report, k)) for k in ("added", "updated", "removed")}
+            self._audit(actor, "index.snapshot", "index_snapshot", str(report.snapshot_id),
+                        details={**counts, "sources": [s.location for s in sources][:50]})  # fmt: skip
         return report
 
     def catch_up(self, *, wait: bool = True) -> int | None:
@@ -200,6 +208,9 @@ class KnowledgeBase:
         """Make the index's content that of ``snapshot_id`` again, as a new snapshot; returns the new id."""
         info = self.snapshots.rollback(snapshot_id, actor=actor)
         self.catch_up()
+        if self._audit is not None:
+            self._audit(actor or "unknown", "index.rollback", "index_snapshot", str(info.id),
+                        details={"restored": snapshot_id})  # fmt: skip
         return info.id
 
     # ---- retrieval -------------------------------------------------------------------------------------------

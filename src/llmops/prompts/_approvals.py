@@ -9,7 +9,7 @@ the target version must have passed that check when the request is applied.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +121,11 @@ class Approvals:
             row.required_approvals, row.required_check = required_approvals, required_check
             row.created_by, row.created_at = by, datetime.now(UTC)
             session.flush()
-            return _policy(row)
+            policy = _policy(row)
+        if self._registry._audit is not None:
+            self._registry._audit(by, "prompt.policy.set", "prompt_policy", f"{prompt_name}:{environment}/{label}",
+                                  after=asdict(policy))  # fmt: skip
+        return policy
 
     def policies(self) -> list[Policy]:
         with self._store.session() as session:
@@ -282,10 +286,12 @@ class Approvals:
                     change_request_id=request_id, reviewer=by, decision="approve", comment=comment, at=datetime.now(UTC)
                 )
             )
+        self._record(by, "prompt.change.approve", request, comment)
         return self._apply_if_ready(self.get_request(request.id))
 
     def reject(self, request_id: int, *, by: str, comment: str = "") -> ChangeRequest:
-        self._reviewable(request_id, by)
+        request = self._reviewable(request_id, by)
+        self._record(by, "prompt.change.reject", request, comment)
         now = datetime.now(UTC)
         with self._store.session() as session:
             session.add(
@@ -307,6 +313,14 @@ class Approvals:
             assert row is not None
             row.status, row.decided_at = "cancelled", datetime.now(UTC)
         return self.get_request(request_id)
+
+    def _record(self, by: str, action: str, request: ChangeRequest, comment: str) -> None:
+        """An approval or a rejection, in the audit log (the move it leads to is recorded by the registry)."""
+        audit = self._registry._audit
+        if audit is not None:
+            audit(by, action, "prompt_change_request", str(request.id), details={
+                "prompt": request.prompt_name, "label": request.label, "environment": request.environment,
+                "to_version": request.to_version, "comment": comment})  # fmt: skip
 
     def _reviewable(self, request_id: int, reviewer: str) -> ChangeRequest:
         request = self.get_request(request_id)

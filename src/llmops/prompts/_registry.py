@@ -186,7 +186,18 @@ class PromptRegistry:
                 session.flush()
             except IntegrityError as exc:  # another writer took the same version number
                 raise RuntimeError(f"concurrent change to prompt {name!r}; retry") from exc
-            return _version_from_row(row)
+            created = _version_from_row(row)
+        if self._audit is not None:
+            self._audit(
+                author,
+                "prompt.version.create",
+                "prompt_version",
+                f"{name}@{created.version}",
+                before=latest.content_hash if latest else None,
+                after=content_hash,
+                details={"message": commit_message} if commit_message else None,
+            )
+        return created
 
     @staticmethod
     def _latest_row(session: Session, name: str) -> PromptVersionRow | None:

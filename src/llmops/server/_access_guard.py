@@ -31,9 +31,9 @@ from llmops.governance._access import document_scope
 from llmops.governance._keys import KEY_PREFIX
 from llmops.knowledge import MetadataFilter
 from llmops.server._access_rules import ROUTE_RULES, ObjectResolver, Rule
-from llmops.store import Journal
+from llmops.store import AuditHook, Journal
 
-__all__ = ["AccessGuard", "ProjectView", "identity_of", "missing_rules", "route_keys"]
+__all__ = ["AccessGuard", "ProjectView", "identity_of", "missing_rules", "record_read", "route_keys"]
 
 T = TypeVar("T")
 _DENIED = b"x-llmops-denied"
@@ -58,6 +58,13 @@ def identity_of(request: Request) -> Identity:
     if not isinstance(identity, Identity):
         raise RuntimeError("no identity on this request: is the AccessGuard in front of the app?")
     return identity
+
+
+async def record_read(request: Request, audit: AuditHook, action: str, object_type: str, object_id: str) -> None:
+    """Record a sensitive read (an export, a request's full lineage) in the audit log, as the caller."""
+    identity = identity_of(request)
+    details = {"project": identity.project, **({"key": identity.key.id} if identity.key else {})}
+    await asyncio.to_thread(audit, identity.principal, action, object_type, object_id, details=details)
 
 
 class ProjectView:

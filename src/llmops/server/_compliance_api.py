@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from llmops._platform import Platform
 from llmops.governance._evidence import evidence_pack
 from llmops.governance._maturity import assess_maturity
+from llmops.server._access_guard import record_read
 
 __all__ = ["compliance_router"]
 
@@ -24,8 +25,10 @@ def compliance_router(platform: Platform) -> APIRouter:
         return report.to_dict()
 
     @router.get("/api/evidence-pack")
-    async def get_evidence_pack() -> dict[str, Any]:
+    async def get_evidence_pack(request: Request) -> dict[str, Any]:
         """The EU AI Act evidence pack as JSON (`llmops evidence-pack` also writes it as Markdown)."""
-        return await asyncio.to_thread(evidence_pack, platform)
+        pack = await asyncio.to_thread(evidence_pack, platform)
+        await record_read(request, platform.audit.record, "evidence_pack.export", "evidence_pack", "*")
+        return pack
 
     return router

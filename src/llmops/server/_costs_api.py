@@ -6,10 +6,11 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from llmops._platform import Platform
 from llmops.governance._costs import CostReport, budget_status, chargeback_csv, cost_report, parse_moment
+from llmops.server._access_guard import record_read
 
 __all__ = ["costs_router"]
 
@@ -46,6 +47,7 @@ def costs_router(platform: Platform) -> APIRouter:
 
     @router.get("/api/costs/chargeback.csv")
     async def chargeback(
+        request: Request,
         by: By = [],  # noqa: B006
         period: Annotated[str, Query(pattern="^(month|day|none)$")] = "month",
         since: Moment = None,
@@ -58,6 +60,7 @@ def costs_router(platform: Platform) -> APIRouter:
             text = chargeback_csv(result)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
+        await record_read(request, platform.audit.record, "costs.chargeback.export", "cost_report", ",".join(dims))
         filename = f"chargeback-{'-'.join(d.replace(':', '_') for d in dims)}.csv"
         return Response(text, media_type="text/csv; charset=utf-8",
                         headers={"content-disposition": f'attachment; filename="{filename}"'})  # fmt: skip

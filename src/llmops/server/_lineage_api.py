@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi import Path as PathParam
 
 from llmops._platform import Platform
 from llmops.gateway import LimitExceededError, ProviderError, UnknownModelError
 from llmops.governance._lineage import NotReplayableError
+from llmops.server._access_guard import record_read
 
 __all__ = ["lineage_router"]
 
@@ -23,13 +24,15 @@ def lineage_router(platform: Platform) -> APIRouter:
     lineage = platform.lineage
 
     @router.get("/api/explain/{request_id}")
-    async def explain(request_id: RequestId) -> dict[str, Any]:
+    async def explain(request_id: RequestId, request: Request) -> dict[str, Any]:
         """Everything behind one answer: prompt version and approvals, chunks and scores, index snapshot, guardrail
-        decisions, model, parameters, tokens, cost, evaluation scores and feedback."""
+        decisions, model, parameters, tokens, cost, evaluation scores and feedback. The read is audited."""
         try:
-            return await asyncio.to_thread(lineage.explain, request_id)
+            found = await asyncio.to_thread(lineage.explain, request_id)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc
+        await record_read(request, platform.audit.record, "request.explain", "request", request_id)
+        return found
 
     @router.post("/api/replay/{request_id}")
     async def replay(request_id: RequestId, actor: Actor = None) -> dict[str, Any]:

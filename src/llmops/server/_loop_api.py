@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from llmops._platform import Platform
 from llmops.loop import FeedbackError, RuleError, RunbookError, UnknownRequestError
 from llmops.observability import DIMENSIONS, METRICS, UnknownMetricError
-from llmops.server._access_guard import ProjectView
+from llmops.server._access_guard import ProjectView, record_read
 
 __all__ = ["loop_router"]
 
@@ -173,8 +173,10 @@ def _monitoring_routes(router: APIRouter, platform: Platform) -> None:
         return (await asyncio.to_thread(platform.audit.verify)).to_dict()
 
     @router.get("/api/audit/export")
-    async def audit_export() -> Response:
+    async def audit_export(request: Request) -> Response:
+        """The whole audit log as JSONL (the export is itself recorded in it, after the entries it holds)."""
         data = await asyncio.to_thread(lambda: b"".join(platform.audit.export_jsonl()))
+        await record_read(request, platform.audit.record, "audit.export", "audit_log", "*")
         return Response(data, media_type="application/x-ndjson")
 
 
