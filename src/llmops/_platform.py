@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from llmops.evaluation import (
 )
 from llmops.gateway import EmbeddingProvider, Gateway, Ledger, LocalEmbeddingProvider, Provider
 from llmops.governance import AccessControl, AuditLog, Lineage
+from llmops.governance._costs import CostReport, cost_report
 from llmops.governance._erasure import erase_user
 from llmops.guardrails import Guardrails, PolicyRegistry, default_policy
 from llmops.knowledge import (
@@ -273,6 +276,21 @@ class Platform:
         if self.online_eval is not None:
             settle.append(self.online_eval.drain)
         return erase_user(self.store, self.journal, self.audit, user_id, by=by, settle=settle)
+
+    def cost_report(
+        self, by: Sequence[str], since: datetime | None = None, until: datetime | None = None
+    ) -> CostReport:
+        """Spend by ``by`` over the ledger (see `llmops.governance.cost_report`), every acknowledged call included,
+        keys attributed to their cost centres (configured and stored keys alike)."""
+        return cost_report(
+            self.store,
+            by=by,
+            since=since,
+            until=until,
+            keys=self.settings.gateway.api_keys,
+            centres=self.access.keys.centres(),
+            flush=self.journal.flush,
+        )
 
     def run_runbook(self, name: str, params: dict[str, Any] | None = None, *, by: str) -> dict[str, Any]:
         """Run the runbook ``name`` now, as ``by``; returns the firing with each step's outcome."""

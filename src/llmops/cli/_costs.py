@@ -19,7 +19,6 @@ from llmops.governance._costs import (
     CostRow,
     budget_status,
     chargeback_csv,
-    cost_report,
     parse_moment,
 )
 
@@ -52,15 +51,7 @@ def _moment(text: str | None, option: str) -> datetime | None:
 
 
 def _report(platform: Platform, by: list[str], since: datetime | None, until: datetime | None) -> CostReport:
-    return cost_report(
-        platform.store,
-        by=by,
-        since=since,
-        until=until,
-        keys=platform.settings.gateway.api_keys,
-        centres=platform.access.keys.centres(),
-        flush=platform.journal.flush,
-    )
+    return platform.cost_report(by, since, until)
 
 
 @costs_app.command("report")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from llmops._platform import Platform
-from llmops.governance._costs import CostReport, budget_status, chargeback_csv, cost_report, parse_moment
+from llmops.governance._costs import CostReport, budget_status, chargeback_csv, parse_moment
 from llmops.server._access_guard import record_read
 
 __all__ = ["costs_router"]
@@ -25,15 +25,7 @@ def costs_router(platform: Platform) -> APIRouter:
         try:
             start = parse_moment(since) if since else None
             end = parse_moment(until) if until else None
-            return cost_report(
-                platform.store,
-                by=by,
-                since=start,
-                until=end,
-                keys=platform.settings.gateway.api_keys,
-                centres=platform.access.keys.centres(),
-                flush=platform.journal.flush,
-            )
+            return platform.cost_report(by, start, end)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
 
