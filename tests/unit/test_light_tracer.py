@@ -252,16 +252,18 @@ def test_a_root_collects_its_traces_spans_as_they_end(tracer: LightTracer, recor
     first = _light(tracer.start_span("retrieve", context=ctx))
     second = _light(tracer.start_span("chat m", context=ctx))
     grandchild = _light(tracer.start_span("rerank", context=trace.set_span_in_context(first)))
-    assert root.trace_spans == [] and first.trace_spans is root.trace_spans is grandchild.trace_spans
+    assert root.trace_spans == [] and root.trace_root is None
+    assert first.trace_root is root and grandchild.trace_root is root and first.trace_spans is None
 
     second.end()
     grandchild.end()
     first.end()
     assert root.trace_spans == [second, grandchild, first]  # in the order they ended; the root is not in it
-    assert first.trace_spans is None and second.trace_spans is None  # an ended child lets go of the list
+    assert first.trace_root is None and second.trace_root is None  # an ended child lets go of its root
     root.end()
     assert recorder.ended == [second, grandchild, first, root]
     late = _light(tracer.start_span("after", context=ctx))  # a child of the ended root still joins its trace
+    assert late.trace_root is root
     late.end()
     assert root.trace_spans == [second, grandchild, first, late]
     assert _light(tracer.start_span("other")).trace_spans == []  # another root: its own list
@@ -301,7 +303,7 @@ def test_spans_whose_parent_is_not_a_running_light_span_are_collected_by_trace_i
     foreign_root = other.get_tracer("other").start_span("foreign")
     foreign = _light(tracer.start_span("under a foreign span", context=trace.set_span_in_context(foreign_root)))
     for span in (by_context, under_ended, foreign):
-        assert span.trace_spans is None
+        assert span.trace_root is None and span.trace_spans is None
         span.end()
     root.end()
 

@@ -141,3 +141,28 @@ def test_each_series_counts_what_its_labels_saw(exposed: str) -> None:
 
 def test_a_series_appears_once_something_was_observed_in_it(exposed: str) -> None:
     assert [series for series in ABSENT if series in exposed] == []
+
+
+def _stage_count(metrics: PlatformMetrics, stage: str) -> str | None:
+    prefix = f'llmops_stage_seconds_count{{stage="{stage}"}} '
+    return next(
+        (line[len(prefix) :] for line in metrics.render().decode().splitlines() if line.startswith(prefix)), None
+    )
+
+
+def test_a_traces_spans_are_counted_when_its_root_ends_and_late_ones_when_they_end() -> None:
+    provider, metrics = LightTracerProvider(), PlatformMetrics()
+    provider.add_span_processor(MetricsSpanProcessor(metrics))
+    tracer = provider.get_tracer("test")
+    root = tracer.start_span("ingest")
+    ctx = trace.set_span_in_context(root)
+    tracer.start_span("index.catch_up", context=ctx).end()
+    late = tracer.start_span("index.compact", context=ctx)
+    assert _stage_count(metrics, "index.catch_up") is None  # its trace still runs
+    root.end()
+    assert (_stage_count(metrics, "index.catch_up"), _stage_count(metrics, "ingest")) == ("1.0", "1.0")
+    assert _stage_count(metrics, "index.compact") is None
+    late.end()  # after its root: counted as it ends
+    assert _stage_count(metrics, "index.compact") == "1.0"
+    tracer.start_span("index.vacuum", context=ctx).end()  # started after the root ended
+    assert (_stage_count(metrics, "index.vacuum"), _stage_count(metrics, "index.catch_up")) == ("1.0", "1.0")

@@ -14,9 +14,9 @@ platform's processors read, in plain objects:
 - random trace and span ids from one ``random.Random`` seeded from ``os.urandom`` (reseeded in forked children);
 - every span sampled, except under a parent that is not (the SDK's default ``ParentBased(ALWAYS_ON)``);
 - each local root span (no parent, or a remote one) has ``trace_spans``: the spans of its trace that ended in this
-  process, in the order they ended. A child started under an open light span of the same provider joins its
-  parent's list and adds itself when it ends, so a processor has the whole trace when the root ends, without
-  collecting the spans itself (no lock, no lookup per span).
+  process, in the order they ended. A child started under a light span of the same provider knows its trace's
+  root while it runs (``trace_root``) and adds itself to the root's list when it ends, so a processor can handle
+  a whole trace when its root ends, without collecting the spans itself (no lock, no lookup per span).
 
 The read side of a finished ``LightSpan`` has the names of the SDK's ``ReadableSpan`` (``name``, ``attributes``,
 ``events``, ``parent``, ``start_time``, ``end_time``, ``status``, ``kind``, ``context``, ``resource``,
@@ -168,6 +168,7 @@ class LightSpan(trace.Span):
         "parent",
         "start_time",
         "status",
+        "trace_root",
         "trace_spans",
     )
 
@@ -184,7 +185,7 @@ class LightSpan(trace.Span):
         kind: SpanKind,
         tracer: LightTracer,
         start_time: int,
-        trace_spans: list[LightSpan] | None,
+        trace_root: LightSpan | None,
     ) -> None:
         self.name = name
         self.context = context
@@ -197,11 +198,14 @@ class LightSpan(trace.Span):
         self.attributes: dict[str, types.AnyValue] = {}
         self.events: list[LightEvent] = []
         self.status = UNSET
+        #: On a running child: the local root of its trace, whose ``trace_spans`` it joins when it ends (it then lets
+        #: go of the root, so that finished spans and the list do not reference each other and are freed without the
+        #: garbage collector). None on a root, on an ended child, and on a span whose parent is not a light span of
+        #: this provider (nor a child of one that still runs): processors collect such a span themselves.
+        self.trace_root = trace_root
         #: On a local root: its trace's spans that ended in this process, in the order they ended (the root is not
-        #: in it). On a running child: the same list, which it joins when it ends (and then drops, so that the list
-        #: and its spans do not reference each other and are freed without the garbage collector). None on a span
-        #: whose parent is not a running light span of this provider (processors then collect it themselves).
-        self.trace_spans = trace_spans
+        #: in it; a child that ends after the root is added too). None on other spans.
+        self.trace_spans: list[LightSpan] | None = [] if parent is None or parent[2] else None
 
     def __repr__(self) -> str:
         return f'LightSpan(name="{self.name}", context={self.context})'
@@ -291,16 +295,17 @@ class LightSpan(trace.Span):
         if self.end_time is not None:
             return
         self.end_time = time_ns() if end_time is None else end_time
-        spans = self.trace_spans
-        parent = self.parent
+        root = self.trace_root
         try:
             for on_end in self._on_end:
                 on_end(self)
         finally:
-            # A child joins its trace once the processors have seen it (a root keeps its list; it is not in it).
-            if spans is not None and parent is not None and not parent[2]:
-                self.trace_spans = None
-                spans.append(self)
+            # A child joins its trace once the processors have seen it (they can tell whether the root still runs).
+            if root is not None:
+                self.trace_root = None
+                spans = root.trace_spans
+                if spans is not None:
+                    spans.append(self)
 
     def __exit__(
         self,
@@ -370,19 +375,16 @@ class LightTracer(trace.Tracer):
             parent = None
         else:
             parent = trace.get_current_span(context).get_span_context()
-        trace_spans: list[LightSpan] | None
+        trace_root: LightSpan | None = None
         # A SpanContext is a tuple (trace_id, span_id, is_remote, trace_flags, trace_state, is_valid): unpacked
         # once rather than read through its properties.
         if parent is not None and parent[5]:
             trace_id, _, remote, flags, state, _ = parent
             if not flags & _SAMPLED_BIT:
                 return trace.NonRecordingSpan(parent)  # the parent was not sampled: neither is its child
-            if remote:
-                trace_spans = []  # a local root
-            elif type(current) is LightSpan and current._tracer.provider is self.provider:
-                trace_spans = current.trace_spans  # None once the parent has ended (it is a child that left)
-            else:
-                trace_spans = None
+            if not remote and type(current) is LightSpan and current._tracer.provider is self.provider:
+                # The parent's root, or the parent when it is the root (None when the parent is a child that ended).
+                trace_root = current if current.trace_spans is not None else current.trace_root
             # SpanContext's own constructor re-checks the ids' ranges: these are in range and non-zero.
             span_context = _tuple_new(
                 SpanContext,
@@ -397,13 +399,12 @@ class LightTracer(trace.Tracer):
             )
         else:
             parent = None
-            trace_spans = []
             span_context = _tuple_new(
                 SpanContext,
                 (_bits(128) or _new_id(128), _bits(64) or _new_id(64), False, _SAMPLED_RANDOM, _DEFAULT_STATE, True),
             )
         span = LightSpan(
-            name, span_context, parent, kind, self, time_ns() if start_time is None else start_time, trace_spans
+            name, span_context, parent, kind, self, time_ns() if start_time is None else start_time, trace_root
         )
         if not record_exception:
             span._record_exception = False

@@ -214,9 +214,12 @@ class _AnswerSeries:
 class MetricsSpanProcessor(SpanProcessor):
     """Updates the platform's metrics from each finished span.
 
-    The metrics' lock is taken once per span, and the series a span name, a gateway call, a RAG answer or a
-    guardrail decision updates are looked up once per label combination and remembered: most spans cost a couple
-    of additions.
+    The spans of a light trace (``_light.py``) are recorded together when its root ends, under one lock: a child
+    span costs nothing when it ends. So a child's stage time is counted once its trace is over (milliseconds for a
+    request; a long ingestion's stages when it finishes); a child that ends after its root is counted when it ends.
+    Other spans are recorded as they end. The series a span name, a gateway call, a RAG answer or a guardrail
+    decision updates are looked up once per label combination and remembered: most spans cost a couple of
+    additions.
     """
 
     def __init__(self, metrics: PlatformMetrics) -> None:
@@ -229,26 +232,40 @@ class MetricsSpanProcessor(SpanProcessor):
         self._answers: dict[tuple[str, str, str, str], _AnswerSeries] = {}
 
     def on_end(self, span: FinishedSpan) -> None:
-        attributes = span.attributes if type(span) is LightSpan else span_attributes(span)
-        seconds = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
-        name = span.name
+        if type(span) is not LightSpan:
+            with self._m._lock:
+                self._record(span, span_attributes(span))
+            return
+        root = span.trace_root
+        if root is not None and root.end_time is None:
+            return  # recorded with its trace when the root ends (see the class's documentation)
+        trace_spans = span.trace_spans  # the spans of a root's trace that ended before it
         with self._m._lock:
-            known = self._stages.get(name)
-            if known is None:
-                known = self._stage(name)
-            stage, histogram, guardrails = known
-            histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
-            histogram.total += seconds
-            if span.parent is None:
-                self._m._counter(("llmops_requests", (stage, status_name(span)))).value += 1
-                if stage == "rag":
-                    self._rag(span, attributes, seconds)
-            if guardrails:
-                self._guardrails(span)
-            if attributes.get(_OPERATION) == "chat":
-                model = attributes.get(_REQUEST_MODEL)
-                if isinstance(model, str):
-                    self._chat(span, attributes, model, seconds)
+            if trace_spans:
+                for child in trace_spans:
+                    self._record(child, child.attributes)
+            self._record(span, span.attributes)
+
+    def _record(self, span: FinishedSpan, attributes: dict[str, Any]) -> None:
+        """One span's metrics (called with the metrics' lock held)."""
+        seconds = ((span.end_time or 0) - (span.start_time or 0)) / 1e9
+        known = self._stages.get(span.name)
+        if known is None:
+            known = self._stage(span.name)
+        stage, histogram, guardrails = known
+        histogram.counts[bisect_left(histogram.bounds, seconds)] += 1
+        histogram.total += seconds
+        if span.parent is None:
+            status = status_name(span)
+            self._m._counter(("llmops_requests", (stage, status))).value += 1
+            if stage == "rag":
+                self._rag(status, attributes, seconds)
+        if guardrails:
+            self._guardrails(span)
+        if attributes.get(_OPERATION) == "chat":
+            model = attributes.get(_REQUEST_MODEL)
+            if isinstance(model, str):
+                self._chat(span, attributes, model, seconds)
 
     def _stage(self, name: str) -> tuple[str, _Histogram, bool]:
         stage = name.split(" ", 1)[0]  # "chat smollm2" -> "chat": keep label cardinality bounded
@@ -276,7 +293,7 @@ class MetricsSpanProcessor(SpanProcessor):
             if triggers is not None:
                 triggers.value += 1
             latency = a.get("llmops.guardrail.latency_ms")
-            value = float(latency) / 1000 if isinstance(latency, (int, float)) else 0.0
+            value = latency / 1000 if isinstance(latency, (int, float)) else 0.0
             rail_seconds.counts[bisect_left(rail_seconds.bounds, value)] += 1
             rail_seconds.total += value
 
@@ -336,10 +353,10 @@ class MetricsSpanProcessor(SpanProcessor):
                 series.queue = m._histogram(("llmops_gateway_queue_seconds", (served,)))
             series.queue.observe(float(queued) / 1000)
 
-    def _rag(self, span: FinishedSpan, attributes: dict[str, Any], seconds: float) -> None:
+    def _rag(self, status: str, attributes: dict[str, Any], seconds: float) -> None:
         """A RAG answer's quality, latency and cost by app and prompt version (called with the metrics' lock
         held)."""
-        if status_name(span) == "error":
+        if status == "error":
             outcome = "error"
         elif attributes.get("llmops.guardrails.blocked_by"):
             outcome = "blocked"

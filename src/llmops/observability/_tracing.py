@@ -61,13 +61,14 @@ class StoreSpanProcessor(SpanProcessor):
         self._buffer = sampled_out_buffer
 
     def on_end(self, span: FinishedSpan) -> None:
-        if type(span) is LightSpan and span.trace_spans is not None:
+        if type(span) is LightSpan:
             # The light tracer collects a trace's spans on its root (see ``_light.py``): a child costs nothing
             # here, and the root brings the whole trace.
-            parent = span.parent
-            if parent is None or parent[2]:
+            if span.trace_root is not None:
+                return
+            if span.trace_spans is not None:
                 self._end_light_trace(span, span.trace_spans)
-            return
+                return
         # An SDK span, or a light span whose parent is not a running light span of this provider: collected here
         # by trace id until its root ends.
         context = span.context
