@@ -180,10 +180,19 @@ def test_a_stored_key_on_v1_tags_the_ledger_with_its_team_app_and_cost_centre(
     access.roles.grant("bot", "app", by="ana", project="support")
     record, secret = access.keys.create("bot", "support", by="ana", team="care", app="helpdesk", cost_centre="CC-7")
     body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}]}
+    access.principals.add("olga-admin", by="ana")
+    access.roles.grant("olga-admin", "admin", by="ana", project="default")
+    _, default_admin = access.keys.create("olga-admin", "default", by="ana")
+    access.roles.grant("bot", "viewer", by="ana", project="support")
     with serve_in_thread(create_app(platform)) as base:
         answered = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {secret}"})
         refused = httpx.post(f"{base}/v1/chat/completions", json=body, headers={"authorization": "Bearer llmops_x_y"})
+        # The call is the key's project's: its trace is found from there, not from the default project.
+        request_id = "req_" + answered.json()["id"].removeprefix("chatcmpl-")
+        mine = httpx.get(f"{base}/api/traces/{request_id}", headers={"authorization": f"Bearer {secret}"})
+        theirs = httpx.get(f"{base}/api/traces/{request_id}", headers={"authorization": f"Bearer {default_admin}"})
     assert answered.status_code == 200, answered.text
+    assert mine.status_code == 200 and theirs.status_code == 404, (mine.text, theirs.text)
     assert refused.status_code == 401 and refused.headers["x-llmops-denied"] == "authentication"
     report = cost_report(
         platform.store, by=["cost_centre", "team", "app", "user"], centres=access.keys.centres(),

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from llmops._settings import Settings
 from llmops.evaluation._tables import DatasetRow, EvalExperimentRow
+from llmops.gateway._tables import GatewayCallRow
 from llmops.governance._access import Ownership
 from llmops.governance._tables import ApiKeyRow, PrincipalRow, ProjectRow
 from llmops.guardrails._tables import PolicyRow
@@ -185,7 +186,8 @@ class ObjectResolver:
 
     Named objects (prompts, policies, datasets, trigger rules) are looked up in the ownership records; objects that
     hang off another (a change request off its prompt, an experiment off its dataset, a firing off its rule) take
-    their parent's project; a request belongs to its app's project; an app to the project in its settings."""
+    their parent's project; a request belongs to its app's project (or its key's, for a model call); an app to the
+    project in its settings."""
 
     def __init__(self, store: Store, ownership: Ownership, settings: Settings) -> None:
         self._store = store
@@ -277,7 +279,17 @@ class ObjectResolver:
         return self._default
 
     def _request(self, session: Session, request_id: str) -> str | None:
+        """A RAG app's request is its app's project's; a model call made with a stored key is the key's project's
+        (the ledger names the key); any other call is the default project's."""
         row = session.get(RequestMetricRow, request_id)
         if row is None:
             return None
-        return self.app_project(row.app)
+        if row.app in self._apps:
+            return self._apps[row.app]
+        keyed = session.scalar(
+            select(ApiKeyRow.project)
+            .join(GatewayCallRow, GatewayCallRow.key_name == ApiKeyRow.id)
+            .where(GatewayCallRow.request_id == request_id)
+            .limit(1)
+        )
+        return keyed or self._default
