@@ -406,6 +406,11 @@ def test_the_evidence_pack_maps_the_records_to_the_duties(configured: Platform) 
     assert oversight["approvers"] == ["admin", "olga"]
     assert oversight["change_requests"]["recent"][0]["reviews"] == ["olga (approve)"]
     assert {r["name"]: r["approval"] for r in oversight["trigger_rules"]} == {"blocks-up": True, "cost-spike": True}
+    assert oversight["access_control"] == {"keys_required": False, "projects": ["default"], "api_keys": {}}
+    assert oversight["answers_held_for_review"] == {}
+    transparency = pack["transparency"]
+    assert transparency["ai_disclosure"] == configured.settings.transparency.disclosure
+    assert transparency["applications"][0]["human_review"] == "never"
     assert pack["retention"]["findings"] == [
         "a max_traces limit can delete requests younger than six months on a busy app"
     ]
@@ -426,6 +431,7 @@ def test_the_evidence_pack_maps_the_records_to_the_duties(configured: Platform) 
         assert heading in markdown
     assert "| 2 | ana |" in markdown and "| handbook-rag | support v2 | ana |" in markdown
     assert "verifies intact" in markdown
+    assert "AI disclosure sent with every answer (Art. 50)" in markdown and "projects: default" in markdown
 
 
 def test_the_pack_of_a_fresh_install_flags_retention_shorter_than_six_months(platform: Platform) -> None:

@@ -8,8 +8,8 @@ they support, as one JSON document (`evidence_pack`) and its Markdown rendering 
 | knowledge | registered sources and index snapshots | Art. 10, 11 |
 | change_history | the audit log summarised, its chain verified, the latest entries | Art. 12 |
 | record_keeping | what is logged for each request (traces, metrics rows, ledger), sampling, export | Art. 12 |
-| transparency | what each application answers with: model, prompt, citations, abstention, guardrails | Art. 13 |
-| human_oversight | roles, protected labels and change requests, rules held for approval, the review queue | Art. 14 |
+| transparency | each application's model, prompt, citations, abstention, guardrails, AI notice | Art. 13, 50 |
+| human_oversight | roles, protected labels, change requests, held rules, reviews, held answers, keys | Art. 14 |
 | guardrails | the policy version in force on every route, with its rails and thresholds | Art. 9, 15 |
 | evaluation | datasets, the latest experiments with scores and recorded gate outcomes, online scores | Art. 9, 15 |
 | incidents | errors, guardrail blocks, PII findings, trigger firings, drift, negative feedback, reviews | Art. 72, 73 |
@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import case, func, select
 
 import llmops
+from llmops._settings import HumanReviewConfig
 from llmops.evaluation._tables import DatasetDraftRow, DatasetVersionRow, EvalExperimentRow, OnlineScoreRow
 from llmops.gateway._tables import GatewayCallRow
 from llmops.governance._maturity import RouteBinding, assess_maturity, route_bindings
-from llmops.governance._tables import AuditEntryRow, RoleGrantRow
+from llmops.governance._tables import ApiKeyRow, AuditEntryRow, RoleGrantRow
 from llmops.guardrails._tables import PolicyLabelRow, PolicyVersionRow
 from llmops.knowledge._tables import DocumentRow, IndexSnapshotRow, SourceRow
 from llmops.loop._tables import ActionRunRow, FeedbackRow, ReviewItemRow, TriggerFiringRow
@@ -339,21 +340,48 @@ def _transparency(p: Platform, bindings: list[RouteBinding]) -> dict[str, Any]:
                 "citations": "answers cite numbered sources mapped to documents",
                 "abstention": f"no source above similarity {a.min_similarity:g}: answers 'I don't know' without "
                 "calling the model",
+                "project": a.project,
+                "human_review": _review_conditions(a.human_review),
             }
         )
     return {
         "applications": apps,
         "served_models": p.served_models(),
-        "each_answer_carries": ["request_id", "citations", "usage", "cost_usd", "guardrail decision when one acted"],
+        "ai_disclosure": p.settings.transparency.disclosure,
+        "each_answer_carries": [
+            "request_id",
+            "citations",
+            "usage",
+            "cost_usd",
+            "guardrail decision when one acted",
+            "ai_disclosure (field and X-LLMOps-AI-Generated header)",
+        ],
     }
+
+
+def _review_conditions(review: HumanReviewConfig) -> str:
+    """When an app's answers wait for a person, in words ("never" when they do not)."""
+    when = [
+        *(["always"] if review.always else []),
+        *([f"a rail flags or rewrites: {', '.join(review.on_rails)}"] if review.on_rails else []),
+        *(["an unsupported claim"] if review.on_unsupported_claims else []),
+        *([f"grounding below {review.below_grounding:g}"] if review.below_grounding is not None else []),
+    ]
+    return "; ".join(when) or "never"
 
 
 def _human_oversight(p: Platform) -> dict[str, Any]:
     with p.store.session() as s:
         grants = [
-            {"user": r.user, "role": r.role, "granted_by": r.granted_by, "granted_at": _iso(r.granted_at)}
+            {"user": r.user, "role": r.role, "project": r.project, "granted_by": r.granted_by,
+             "granted_at": _iso(r.granted_at)}
             for r in s.scalars(select(RoleGrantRow).order_by(RoleGrantRow.user, RoleGrantRow.role))
-        ]
+        ]  # fmt: skip
+        held_answers = Counter(
+            status for status, details in s.execute(select(ReviewItemRow.status, ReviewItemRow.details))
+            if isinstance(details, dict) and "held_answer" in details
+        )  # fmt: skip
+        keys = Counter("revoked" if revoked else "active" for (revoked,) in s.execute(select(ApiKeyRow.revoked_at)))
         policies = [
             {
                 "name": r.name,
@@ -413,7 +441,13 @@ def _human_oversight(p: Platform) -> dict[str, Any]:
         "firings_waiting_for_approval": held,
         "automated_actions_decided_by_people": [{"action": a, "status": st, "decided_by": by} for a, st, by in decided],
         "review_queue": dict(reviews),
+        "answers_held_for_review": dict(held_answers),
         "dataset_drafts_waiting_for_review": drafts,
+        "access_control": {
+            "keys_required": p.settings.auth.required,
+            "projects": [x["name"] for x in p.access.projects.list()],
+            "api_keys": dict(keys),
+        },
     }
 
 

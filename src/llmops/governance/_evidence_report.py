@@ -209,7 +209,15 @@ def _md_transparency(pack: dict[str, Any]) -> list[str]:
         "## Transparency (Art. 13)",
         "",
         *_table(
-            ["application", "model (upstream)", "prompt", "guardrail policy", "citations", "abstention"],
+            [
+                "application",
+                "model (upstream)",
+                "prompt",
+                "guardrail policy",
+                "citations",
+                "abstention",
+                "held for a person",
+            ],
             [
                 [
                     a["name"],
@@ -218,12 +226,15 @@ def _md_transparency(pack: dict[str, Any]) -> list[str]:
                     a["guardrail_policy"],
                     a["citations"],
                     a["abstention"],
+                    a["human_review"],
                 ]
                 for a in t["applications"]
             ],
         ),
         "",
         f"Served models: {', '.join(t['served_models'])}. Each answer carries: {', '.join(t['each_answer_carries'])}.",
+        "",
+        f'AI disclosure sent with every answer (Art. 50): "{t["ai_disclosure"]}"',
     ]
 
 
@@ -235,9 +246,13 @@ def _md_oversight(pack: dict[str, Any]) -> list[str]:
         f"Approvers (approver or admin role): {', '.join(h['approvers']) or 'none'}.",
         "",
         *_table(
-            ["user", "role", "granted by", "at"],
-            [[g["user"], g["role"], g["granted_by"], g["granted_at"][:19]] for g in h["roles"]],
+            ["user", "role", "project", "granted by", "at"],
+            [[g["user"], g["role"], g["project"], g["granted_by"], g["granted_at"][:19]] for g in h["roles"]],
         ),
+        "",
+        f"Access: API keys {'required' if h['access_control']['keys_required'] else 'not required (local use)'}; "
+        f"projects: {', '.join(h['access_control']['projects'])}; keys: "
+        f"{_pairs(h['access_control']['api_keys']) or 'none'}.",
         "",
         "Protected labels:",
         "",
@@ -285,6 +300,7 @@ def _md_oversight(pack: dict[str, Any]) -> list[str]:
         "",
         f"Firings waiting for approval: {h['firings_waiting_for_approval']}; automated actions decided by people: "
         f"{len(h['automated_actions_decided_by_people'])}; review queue: {_pairs(h['review_queue']) or 'empty'}; "
+        f"answers held for a person: {_pairs(h['answers_held_for_review']) or 'none'}; "
         f"dataset drafts waiting for review: {h['dataset_drafts_waiting_for_review']}.",
     ]
 
