@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,13 @@ class Platform:
             self.tracing.add_processor(otlp_span_processor(observability.otlp_endpoint, observability.otlp_headers))
         self.traces = TraceReader(self.store, self.journal)
         self.request_metrics = MetricsQuery(self.store, self.journal)
-        self.trace_retention = TraceRetention(self.store, self.journal, observability)
+        self.trace_retention = TraceRetention(
+            self.store,
+            self.journal,
+            observability,
+            app_projects={app.name: app.project for app in self.settings.rag_apps},
+            default_project=self.settings.auth.default_project,
+        )
 
         self.embedder = embedder or MiniLMEmbedder(threads=self.settings.embedding_threads)
         self.knowledge = self._build_knowledge()
@@ -291,6 +297,18 @@ class Platform:
             centres=self.access.keys.centres(),
             flush=self.journal.flush,
         )
+
+    def apply_retention(self, *, now: datetime | None = None) -> dict[str, int]:
+        """Apply every app's retention (its own, its project's or the default): traces by age and count, their
+        questions and answers by age, feedback by age. Returns what was deleted or cleared."""
+        now = now or datetime.now(UTC)
+        done = self.trace_retention.prune(now=now)
+        done["feedback"] = 0
+        for app in self.trace_retention.apps():
+            days = self.trace_retention.policy(app).feedback_max_age_days
+            if days is not None:
+                done["feedback"] += self.feedback.delete_older(now - timedelta(days=days), app=app)
+        return done
 
     def run_runbook(self, name: str, params: dict[str, Any] | None = None, *, by: str) -> dict[str, Any]:
         """Run the runbook ``name`` now, as ``by``; returns the firing with each step's outcome."""

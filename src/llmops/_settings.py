@@ -252,13 +252,17 @@ class EvaluationSettings(BaseModel):
 
 
 class RetentionSettings(BaseModel):
-    """How long traces are kept. ``apps`` overrides the defaults per application (the unit of isolation until the
-    governance issue adds projects)."""
+    """How long an app's records are kept (``observability.retention``; ``retention_by_project`` and
+    ``retention_by_app`` override it)."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_age_days: float | None = Field(default=30.0, gt=0, description="traces older than this are deleted")
     max_traces: int | None = Field(default=1_000_000, ge=1, description="the newest this many traces are kept")
+    content_max_age_days: float | None = Field(
+        default=None, gt=0, description="questions and answers in traces older than this are cleared (traces stay)"
+    )
+    feedback_max_age_days: float | None = Field(default=None, gt=0, description="feedback older than this is deleted")
 
 
 class ObservabilitySettings(BaseModel):
@@ -281,6 +285,7 @@ class ObservabilitySettings(BaseModel):
     )
     otlp_headers: dict[str, str] = Field(default_factory=dict)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    retention_by_project: dict[str, RetentionSettings] = Field(default_factory=dict)
     retention_by_app: dict[str, RetentionSettings] = Field(default_factory=dict)
     drift_reference_size: int = Field(default=200, ge=20, description="queries in the reference window")
     drift_window_size: int = Field(default=100, ge=20, description="recent queries compared with the reference")

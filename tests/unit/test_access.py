@@ -268,3 +268,34 @@ def test_changes_and_sensitive_reads_are_audited(ingested: Platform) -> None:
             ("index.rollback", "ops"), ("request.explain", "auditor"), ("audit.export", "auditor"),
             ("evidence_pack.export", "auditor"), ("costs.chargeback.export", "auditor")} - done == set()  # fmt: skip
     assert platform.audit.verify().ok
+
+
+def test_retention_by_project_clears_questions_and_deletes_old_feedback(tmp_path: Path, database_url: str) -> None:
+    from llmops._settings import ObservabilitySettings, RetentionSettings
+
+    apps = [RagConfig(name="handbook-rag", min_similarity=-1.0), RagConfig(name="legal-rag", project="legal",
+            min_similarity=-1.0)]  # fmt: skip
+    strict = RetentionSettings(content_max_age_days=1, feedback_max_age_days=2)
+    observability = ObservabilitySettings(retention_by_project={"legal": strict})
+    settings = Settings(data_dir=tmp_path / "d", database_url=database_url, rag_apps=apps, observability=observability)
+    platform = Platform(settings, embedder=HashEmbedder(), providers={LOCAL_MODEL: ScriptedProvider("15 days [1].")})
+    try:
+        platform.knowledge.ingest(SAMPLES)
+        legal = asyncio.run(platform.rag("legal-rag").ask("How many PTO days?"))
+        handbook = asyncio.run(platform.rag("handbook-rag").ask("How many PTO days?"))
+        for answer in (legal, handbook):
+            platform.feedback.record(answer.request_id, kind="thumbs", value="down", comment="wrong")
+        assert platform.trace_retention.policy("legal-rag") == strict
+        assert platform.trace_retention.policy("handbook-rag") == settings.observability.retention
+
+        assert platform.apply_retention()["content_cleared"] == 0  # nothing old enough yet
+        done = platform.apply_retention(now=datetime.now(UTC) + timedelta(days=3))
+        assert done["content_cleared"] == 1 and done["feedback"] == 1 and done["traces"] == 0
+        kept = platform.traces.get(legal.request_id)  # the trace stays, its question and answer go
+        assert "llmops.rag.question" not in json.dumps(kept) and "llmops.rag.answer" not in json.dumps(kept)
+        assert kept["spans"]
+        other = platform.traces.get(handbook.request_id)
+        assert other["attributes"]["llmops.rag.question"] == "How many PTO days?"
+        assert [f.request_id for f in platform.feedback.find()] == [handbook.request_id]
+    finally:
+        platform.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from llmops.loop._tables import FeedbackRow
 from llmops.observability import Aggregate
@@ -164,6 +164,14 @@ class FeedbackStore:
                 if len(found) >= limit:
                     break
         return found
+
+    def delete_older(self, cutoff: datetime, *, app: str | None) -> int:
+        """Delete ``app``'s feedback (feedback on requests without an app, for None) given before ``cutoff``
+        (retention); returns how many went."""
+        app_is = FeedbackRow.app == app if app is not None else FeedbackRow.app.is_(None)
+        with self._store.session() as session:
+            gone = session.execute(delete(FeedbackRow).where(app_is, FeedbackRow.created_at < cutoff))
+            return int(getattr(gone, "rowcount", 0) or 0)
 
     def negative_request_ids(self, *, app: str | None = None, since: datetime | None = None) -> list[str]:
         """Requests that received negative feedback: a dataset source (``eval dataset from-traces --feedback``)."""

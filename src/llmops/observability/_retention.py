@@ -1,9 +1,12 @@
-"""Trace retention: what is older than an app's age limit, or beyond its newest ``max_traces``, is deleted.
+"""Trace retention: what is older than an app's age limit, or beyond its newest ``max_traces``, is deleted; the
+questions and answers in traces older than ``content_max_age_days`` are cleared (the traces stay). (Feedback's
+``feedback_max_age_days`` is applied by ``Platform.apply_retention`` with the feedback store.)
 
 The unit is a request: its ``request_metrics`` row (every request has one, sampled or not) or, for a trace written
 before metrics rows existed, its ``traces`` row. A request belongs to the app named on its metrics row; each app is
-pruned on its own (one busy app never evicts another's traces), with its ``retention_by_app`` entry or the defaults,
-and the requests without an app (gateway calls, embeddings, older traces) form one more group under the defaults.
+pruned on its own (one busy app never evicts another's traces), with its ``retention_by_app`` entry, else its
+project's ``retention_by_project`` entry, else the defaults; the requests without an app (gateway calls,
+embeddings, older traces) form one more group, under the default project's policy.
 
 Deleting a request deletes its spans, its trace, its metrics row, its online evaluation scores and its drift
 observation. Rows go in batches of ``batch_size`` requests, one short transaction each, so pruning millions of
@@ -12,11 +15,12 @@ traces never holds a long write lock (SQLite) or one giant transaction (PostgreS
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, and_, delete, exists, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Subquery
 
@@ -29,6 +33,8 @@ __all__ = ["TraceRetention"]
 
 #: Tables pruned, in the order rows are deleted (children before the rows that index them).
 TABLES = ("spans", "eval_online_scores", "drift_observations", "traces", "request_metrics")
+#: The span attributes that hold what a user asked and what they were answered ("prompts in traces").
+CONTENT_ATTRIBUTES = ("llmops.rag.question", "llmops.rag.answer")
 
 
 @dataclass(frozen=True)
@@ -48,30 +54,76 @@ class TraceRetention:
     """
 
     def __init__(
-        self, store: Store, journal: Journal, settings: ObservabilitySettings, *, batch_size: int = 5_000
+        self,
+        store: Store,
+        journal: Journal,
+        settings: ObservabilitySettings,
+        *,
+        batch_size: int = 5_000,
+        app_projects: Mapping[str, str] | None = None,
+        default_project: str = "default",
     ) -> None:
+        """``app_projects``: the project of each app (``rag_apps[].project``); other apps are the default's."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._store = store
         self._journal = journal
         self._settings = settings
         self._batch_size = batch_size
+        self._app_projects = dict(app_projects or {})
+        self._default_project = default_project
+
+    def policy(self, app: str | None) -> RetentionSettings:
+        """The retention of ``app``'s records: its own, else its project's, else the defaults."""
+        settings = self._settings
+        if app is not None and app in settings.retention_by_app:
+            return settings.retention_by_app[app]
+        project = self._app_projects.get(app or "", self._default_project)
+        return settings.retention_by_project.get(project, settings.retention)
 
     def prune(self, *, now: datetime | None = None) -> dict[str, int]:
         """Delete what the retention settings no longer keep; returns the rows deleted per table."""
         now = _utc(now or datetime.now(UTC))
         # Rows still in the journal are drained first, so they are counted and judged like the others.
         self._journal.flush()
-        deleted = dict.fromkeys(TABLES, 0)
-        for app in self._apps():
-            policy = self._settings.retention
-            if app is not None:
-                policy = self._settings.retention_by_app.get(app, policy)
+        deleted = dict.fromkeys((*TABLES, "content_cleared"), 0)
+        for app in self.apps():
+            policy = self.policy(app)
             for table, count in self._prune_group(app, policy, now).items():
                 deleted[table] += count
+            if policy.content_max_age_days is not None:
+                deleted["content_cleared"] += self._clear_content(
+                    app, now - timedelta(days=policy.content_max_age_days)
+                )
         return deleted
 
-    def _apps(self) -> list[str | None]:
+    def _clear_content(self, app: str | None, cutoff: datetime) -> int:
+        """Remove the question and answer text from the spans (and trace rows) of ``app``'s requests older than
+        ``cutoff``; returns the spans cleared. Only rows still holding text are read, a batch at a time."""
+        requests = _requests(app)
+        cleared = 0
+        for table in (SpanRow, TraceRow):
+            holds_text = or_(*(table.attributes[key].as_string().is_not(None) for key in CONTENT_ATTRIBUTES))
+            key_columns = (SpanRow.trace_id, SpanRow.span_id) if table is SpanRow else (TraceRow.request_id,)
+            batch = (
+                select(*key_columns, table.attributes)
+                .join(requests, requests.c.trace_id == table.trace_id)
+                .where(requests.c.created_at < cutoff, holds_text)
+                .limit(self._batch_size)
+            )
+            while True:
+                with self._store.session() as session:
+                    rows = session.execute(batch).all()
+                    for *keys, attributes in rows:
+                        match = and_(*(column == value for column, value in zip(key_columns, keys, strict=True)))
+                        session.execute(update(table).where(match).values(attributes=_without_content(attributes)))
+                if table is SpanRow:
+                    cleared += len(rows)
+                if len(rows) < self._batch_size:
+                    break
+        return cleared
+
+    def apps(self) -> list[str | None]:
         """Every app with stored requests, and None for the requests without one."""
         with self._store.session() as session:
             apps = session.scalars(select(RequestMetricRow.app).where(RequestMetricRow.app.is_not(None)).distinct())
@@ -147,6 +199,10 @@ def _delete(session: Session, request_ids: Sequence[str], trace_ids: Sequence[st
     # Core statements on the session's connection: no ORM bookkeeping of deleted objects, and a row count.
     connection = session.connection()
     return {table: connection.execute(statement).rowcount for table, statement in statements.items()}
+
+
+def _without_content(attributes: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (attributes or {}).items() if k not in CONTENT_ATTRIBUTES}
 
 
 def _utc(moment: datetime) -> datetime:

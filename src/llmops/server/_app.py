@@ -148,6 +148,6 @@ async def _housekeeping(platform: Platform) -> None:
         if time.monotonic() - last_prune >= _PRUNE_EVERY_S:
             last_prune = time.monotonic()
             try:
-                await asyncio.to_thread(platform.trace_retention.prune)
+                await asyncio.to_thread(platform.apply_retention)
             except Exception:
                 logger.exception("trace retention failed; will retry")
