@@ -221,11 +221,21 @@ class AccessControl:
     def identify(self, secret: str) -> Identity:
         """The identity an API key acts as (InvalidKeyError when it is unknown, revoked or expired)."""
         key = self.keys.authenticate(secret)
-        now = time.monotonic()
+        return self.identify_cached(secret) or self._resolve(key)
+
+    def identify_cached(self, secret: str) -> Identity | None:
+        """`identify` from memory only: None when the store would have to be read (no I/O, for event loops)."""
+        key = self.keys.peek(secret)
+        if key is None:
+            return None
         with self._lock:
             cached = self._identities.get(key.id)
-        if cached is not None and now - cached[0] <= self._ttl:
+        if cached is not None and time.monotonic() - cached[0] <= self._ttl:
             return cached[1]
+        return None
+
+    def _resolve(self, key: StoredKey) -> Identity:
+        now = time.monotonic()
         identity = self.identity(key.principal, key.project, key=key)
         with self._lock:
             self._identities[key.id] = (now, identity)

@@ -171,11 +171,22 @@ class ApiKeys:
 
     def authenticate(self, secret: str) -> StoredKey:
         """The key's identity, or InvalidKeyError saying why it is refused (unknown, revoked, expired)."""
+        found = self._check(secret, cached_only=False)
+        assert found is not None
+        return found
+
+    def peek(self, secret: str) -> StoredKey | None:
+        """`authenticate` from memory: None when the store would have to be read (no I/O, for event loops)."""
+        return self._check(secret, cached_only=True)
+
+    def _check(self, secret: str, *, cached_only: bool) -> StoredKey | None:
         digest = _digest(secret)
         now = time.monotonic()
         with self._lock:
             cached = self._verified.get(digest)
         if cached is None or now - cached[0] > self._ttl:
+            if cached_only:
+                return None
             cached = (now, self._load(digest))
             with self._lock:
                 if len(self._verified) >= _NEGATIVE_CACHE_SIZE:

@@ -230,14 +230,15 @@ class AccessGuard:
             return Identity.operator(headers.get("x-llmops-user") or "local", project)
         if not bearer.startswith(KEY_PREFIX):
             raise InvalidKeyError("unknown API key")
-        return await asyncio.to_thread(self._access.identify, bearer)
+        # Known keys are answered from memory; only a key not seen for a few seconds costs a thread and a read.
+        return self._access.identify_cached(bearer) or await asyncio.to_thread(self._access.identify, bearer)
 
     async def _owned(self, rule: Rule, key: str, identity: Identity) -> bool:
         """Whether ``key`` may be touched by ``identity``: it is the project's, or it does not exist and the route
         may create it (then it becomes the project's now)."""
         assert rule.kind is not None
         kind = rule.kind
-        owner = await asyncio.to_thread(self._resolver.owner, kind, key)
+        owner = self._resolver.cached_owner(kind, key) or await asyncio.to_thread(self._resolver.owner, kind, key)
         if owner is None and kind == "request":  # its record may still be on its way from the journal
             await asyncio.to_thread(self._journal.flush)
             owner = await asyncio.to_thread(self._resolver.owner, kind, key)

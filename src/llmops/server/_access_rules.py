@@ -47,6 +47,7 @@ class Rule:
 
 
 PUBLIC = Rule("public")
+_OWNERS_KEPT = 100_000
 
 
 def _project(permission: str, kind: str | None = None, param: str | None = None, *, creates: bool = False) -> Rule:
@@ -194,6 +195,7 @@ class ObjectResolver:
         self._ownership = ownership
         self._apps = {app.name: app.project for app in settings.rag_apps}
         self._default = ownership.default_project
+        self._owners: dict[tuple[str, str], str] = {}
         self._lookups: dict[str, Callable[[Session, str], str | None]] = {
             "prompt": self._named(PromptRow, "prompt"),
             "policy": self._named(PolicyRow, "policy"),
@@ -233,9 +235,22 @@ class ObjectResolver:
         return [app for app, owner in self._apps.items() if owner == project]
 
     def owner(self, kind: str, key: str) -> str | None:
-        """The owning project of ``kind`` ``key``; None when it does not exist."""
+        """The owning project of ``kind`` ``key``; None when it does not exist. An object's project never changes,
+        so found owners are remembered (`cached_owner`)."""
+        found = self._owners.get((kind, key))
+        if found is not None:
+            return found
         with self._store.session() as session:
-            return self._lookups[kind](session, key)
+            found = self._lookups[kind](session, key)
+        if found is not None:
+            if len(self._owners) >= _OWNERS_KEPT:
+                self._owners.clear()
+            self._owners[(kind, key)] = found
+        return found
+
+    def cached_owner(self, kind: str, key: str) -> str | None:
+        """The owner if it was looked up before (no I/O: for the event loop), else None."""
+        return self._owners.get((kind, key))
 
     def _named(self, table: type, kind: str) -> Callable[[Session, str], str | None]:
         def lookup(session: Session, key: str) -> str | None:
