@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starlette.types import Message, Receive, Scope, Send
+
 from llmops import Platform, Settings
 from llmops.server._access_guard import AccessGuard
 from llmops.server._access_rules import ObjectResolver
@@ -26,16 +28,16 @@ from llmops.server._app import _fastapi
 from llmops.testing import HashEmbedder, ScriptedProvider
 
 
-async def _nothing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def _nothing(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _send(_message: dict[str, Any]) -> None:
+async def _send(_message: Message) -> None:
     return None
 
 
-async def _receive() -> dict[str, Any]:
+async def _receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
