@@ -27,9 +27,7 @@ from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmops.governance import AccessControl, Identity, InvalidKeyError
-from llmops.governance._access import document_scope
 from llmops.governance._keys import KEY_PREFIX
-from llmops.knowledge import MetadataFilter
 from llmops.server._access_rules import ROUTE_RULES, ObjectResolver, Rule
 from llmops.store import AuditHook, Journal
 
@@ -37,10 +35,9 @@ __all__ = ["AccessGuard", "ProjectView", "identity_of", "missing_rules", "record
 
 T = TypeVar("T")
 _DENIED = b"x-llmops-denied"
-_HOT_PATH = ("POST", "/v1/chat/completions")
-_DERIVED = frozenset(
-    {"review", "request", "firing", "experiment", "prompt_request", "prompt_experiment"}
-)  # served before FastAPI's router (see ChatCompletions)
+_HOT_PATH = ("POST", "/v1/chat/completions")  # served before FastAPI's router (see ChatCompletions)
+# Kinds owned through another object (a request through its app, a firing through its rule): resolved one by one.
+_DERIVED = frozenset({"review", "request", "firing", "experiment", "prompt_request", "prompt_experiment"})
 
 
 def missing_rules(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
@@ -98,7 +95,7 @@ class ProjectView:
         names = {key(item) for item in items}
         if kind == "app":
             mine = {name for name in names if self._objects.app_project(name) == self.project}
-        elif kind in _DERIVED:  # owned through another object: resolve each
+        elif kind in _DERIVED:
             mine = await asyncio.to_thread(
                 lambda: {name for name in names if self._objects.owner(kind, name) in (self.project, None)}
             )
@@ -112,11 +109,6 @@ class ProjectView:
             raise HTTPException(422, f"name the app: project {self.project}'s are {', '.join(self.apps) or 'none'}")
         if app is not None:
             self.app(app)
-
-    async def document_filter(self) -> MetadataFilter:
-        """What retrieval must AND to any filter the caller sends (see `document_scope`)."""
-        projects = await asyncio.to_thread(self._objects.projects)
-        return document_scope(self.project, default_project=self._objects.ownership.default_project, projects=projects)
 
     @property
     def apps(self) -> list[str]:

@@ -22,7 +22,7 @@ from llmops._settings import Settings
 from llmops.evaluation._tables import DatasetRow, EvalExperimentRow
 from llmops.gateway._tables import GatewayCallRow
 from llmops.governance._access import Ownership
-from llmops.governance._tables import ApiKeyRow, PrincipalRow, ProjectRow
+from llmops.governance._tables import ApiKeyRow, PrincipalRow
 from llmops.guardrails._tables import PolicyRow
 from llmops.loop._tables import ReviewItemRow, TriggerFiringRow, TriggerRuleRow
 from llmops.observability._tables import RequestMetricRow
@@ -223,10 +223,6 @@ class ObjectResolver:
     def app_project(self, app: str | None) -> str:
         """The project of an app (the default project for apps not in settings, e.g. a gateway caller's tag)."""
         return self._apps.get(app or "", self._default)
-
-    def projects(self) -> list[str]:
-        with self._store.session() as session:
-            return list(session.scalars(select(ProjectRow.name)))
 
     def apps_of_all(self) -> list[str]:
         return list(self._apps)

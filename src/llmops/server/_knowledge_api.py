@@ -40,7 +40,8 @@ def knowledge_router(platform: Platform) -> APIRouter:
     async def search(body: SearchBody, request: Request) -> dict[str, Any]:
         """Search the project's documents (a filter cannot reach beyond them: the project's scope is ANDed)."""
         snapshot = body.snapshot if body.snapshot is not None else knowledge.served_snapshot()
-        scope = await ProjectView(request).document_filter()
+        # The same scope the project's RAG apps retrieve under (its project list cached for a few seconds).
+        scope = await asyncio.to_thread(platform.access.document_scope, ProjectView(request).project)
         try:
             hits = await asyncio.to_thread(
                 knowledge.search,
