@@ -221,15 +221,16 @@ class AccessControl:
     def identify(self, secret: str) -> Identity:
         """The identity an API key acts as (InvalidKeyError when it is unknown, revoked or expired)."""
         key = self.keys.authenticate(secret)
-        return self.identify_cached(secret) or self._resolve(key)
+        return self._cached(key.id) or self._resolve(key)
 
     def identify_cached(self, secret: str) -> Identity | None:
         """`identify` from memory only: None when the store would have to be read (no I/O, for event loops)."""
         key = self.keys.peek(secret)
-        if key is None:
-            return None
+        return self._cached(key.id) if key is not None else None
+
+    def _cached(self, key_id: str) -> Identity | None:
         with self._lock:
-            cached = self._identities.get(key.id)
+            cached = self._identities.get(key_id)
         if cached is not None and time.monotonic() - cached[0] <= self._ttl:
             return cached[1]
         return None
