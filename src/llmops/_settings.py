@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +26,7 @@ __all__ = [
     "GatewaySettings",
     "LimitConfig",
     "ModelConfig",
+    "OidcSettings",
     "RagConfig",
     "RouterConfig",
     "Settings",
@@ -308,15 +310,57 @@ class TriggerSettings(BaseModel):
     runbooks_file: Path | None = Field(default=None, description="a YAML file of extra runbooks")
 
 
+class OidcSettings(BaseModel):
+    """Sign-in to the web UI through an OpenID Connect provider (Keycloak, Entra ID, Okta, Google, Dex, ...): the
+    authorization-code flow with PKCE; the ID token's signature (the provider's JWKS), issuer, audience, expiry and
+    nonce are checked. The signed-in user is the principal named by ``username_claim``; the session is an API key of
+    theirs in the chosen project, kept in an HttpOnly cookie, revoked at sign-out. Needs ``llmops[oidc]``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(description="the provider's issuer URL (https; http only on a loopback address)")
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = Field(default=None, description="or client_secret_file / the environment")
+    client_secret_file: Path | None = Field(default=None, description="a secrets file holding the client secret")
+    redirect_url: str | None = Field(
+        default=None, description="the callback registered at the provider; defaults to this server's /auth/callback"
+    )
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "email", "profile"])
+    username_claim: str = Field(default="email", description="the ID-token claim that names the principal")
+    auto_create_users: bool = Field(
+        default=False, description="add unknown users as principals (without roles) instead of refusing them"
+    )
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 30)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256"], min_length=1)
+
+    @field_validator("issuer")
+    @classmethod
+    def _https_issuer(cls, issuer: str) -> str:
+        url = urlsplit(issuer)
+        loopback = url.hostname in ("127.0.0.1", "localhost", "::1")
+        if url.scheme != "https" and not (url.scheme == "http" and loopback):
+            raise ValueError(f"the OIDC issuer must be an https URL (http only on loopback), not {issuer!r}")
+        return issuer.rstrip("/")
+
+    def secret(self) -> str | None:
+        if self.client_secret is not None:
+            return self.client_secret.get_secret_value()
+        if self.client_secret_file is not None:
+            return self.client_secret_file.read_text(encoding="utf-8").strip()
+        return None
+
+
 class AuthSettings(BaseModel):
     """Who may call the platform. Off by default for a laptop (bound to 127.0.0.1): requests without a key act as
     the local operator, an admin of every project, named by ``X-LLMOps-User``. With ``required``, every API route
-    needs a stored API key (``llmops keys create``) and acts with its owner's roles in its project."""
+    needs a stored API key (``llmops keys create``) and acts with its owner's roles in its project; with ``oidc``,
+    people sign in to the web UI through the organisation's identity provider."""
 
     model_config = ConfigDict(extra="forbid")
 
     required: bool = Field(default=False, description="refuse requests without a valid API key (401)")
     default_project: str = Field(default="default", description="the project of objects made before projects")
+    oidc: OidcSettings | None = Field(default=None, description="OpenID Connect sign-in for the web UI")
 
 
 class TransparencySettings(BaseModel):

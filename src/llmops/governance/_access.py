@@ -21,12 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
-from llmops.governance._keys import ApiKeys, StoredKey
+from llmops.governance._keys import ApiKeys, InvalidKeyError, StoredKey
 from llmops.governance._roles import ALL_PROJECTS, PERMISSIONS, RoleDirectory, permissions_of
 from llmops.governance._tables import ObjectOwnerRow, PrincipalRow, ProjectRow
 from llmops.knowledge import MetadataFilter
@@ -254,6 +254,41 @@ class AccessControl:
             with self._lock:
                 self._projects_read = cached
         return document_scope(project, default_project=self.default_project, projects=cached[1])
+
+    def sign_in(
+        self, principal: str, project: str, *, hours: float, via: str, add_unknown: bool = False
+    ) -> tuple[dict[str, Any], str]:
+        """A web session for a person an identity provider (``via``) vouched for: a key of theirs in ``project``
+        that expires in ``hours``. Refused (ValueError, LookupError) for an unknown or disabled principal, a service
+        account, or someone without a role in the project."""
+        who = self.principals.get(principal)
+        if who is None and add_unknown:
+            with contextlib.suppress(ValueError):  # added by a concurrent sign-in
+                self.principals.add(principal, by=via)
+            who = self.principals.get(principal)
+        if who is None:
+            raise LookupError(f"{principal!r} is not a user here: an admin adds it first (llmops users add)")
+        if who["disabled_at"] is not None or who["kind"] != "user":
+            raise ValueError(f"{principal!r} may not sign in ({'disabled' if who['disabled_at'] else 'a service'})")
+        if not self.projects.exists(project):
+            raise LookupError(f"no project {project!r}")
+        if not self.roles.roles_of(principal, project):
+            raise ValueError(
+                f"{principal!r} has no role in project {project!r}: an admin grants one (llmops roles grant)"
+            )
+        name = f"web session ({via})"
+        return self.keys.create(principal, project, by=principal, name=name, expires_in=timedelta(hours=hours))
+
+    def sign_out(self, secret: str) -> str | None:
+        """End the web session ``secret`` (revoke its key); the key id, or None when it was not a live key."""
+        try:
+            key = self.keys.authenticate(secret)
+        except InvalidKeyError:
+            return None
+        self.keys.revoke(key.id, by=key.principal)
+        with self._lock:
+            self._identities.pop(key.id, None)
+        return key.id
 
     def forget(self) -> None:
         """Drop cached identities (after a role change in this process; other replicas follow within the TTL)."""

@@ -74,6 +74,7 @@ def _identity_routes(router: APIRouter, access: AccessControl) -> None:
             "permissions": sorted(identity.permissions),
             "permissions_everywhere": sorted(identity.platform),
             "key": identity.key.id if identity.key else None,
+            "key_name": identity.key.name if identity.key else None,
         }
 
     @router.get("/projects")

@@ -1,7 +1,8 @@
 """The access guard: an ASGI middleware in front of every route that says who the caller is and whether they may.
 
-For each request it finds the route's `Rule`, identifies the caller (an ``Authorization: Bearer llmops_...`` key;
-without one, the local operator when keys are not required), checks the permission in the caller's project (or on
+For each request it finds the route's `Rule`, identifies the caller (an ``Authorization: Bearer llmops_...`` key,
+or the web session cookie of an OIDC sign-in, see ``_login.py``; without either, the local operator when keys are
+not required), checks the permission in the caller's project (or on
 every project for platform routes) and, when the path names an object, that the object belongs to the caller's
 project. A refusal is a JSON error with the header ``x-llmops-denied`` (401 no or bad key, 403 missing permission,
 404 another project's object, reported exactly as a missing one). An admitted request carries the `Identity` in
@@ -29,12 +30,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmops.governance import AccessControl, Identity, InvalidKeyError
 from llmops.governance._keys import KEY_PREFIX
 from llmops.server._access_rules import ROUTE_RULES, ObjectResolver, Rule
+from llmops.server._login import session_key
 from llmops.store import AuditHook, Journal
 
 __all__ = ["AccessGuard", "ProjectView", "identity_of", "missing_rules", "record_read", "route_keys"]
 
 T = TypeVar("T")
 _DENIED = b"x-llmops-denied"
+_NO_KEY = "an API key is required: send Authorization: Bearer <key>"
+_NO_KEY_SESSION = "the web session has ended: sign in again at /auth/login"
 _HOT_PATH = ("POST", "/v1/chat/completions")  # served before FastAPI's router (see ChatCompletions)
 # Kinds owned through another object (a request through its app, a firing through its rule): resolved one by one.
 _DERIVED = frozenset({"review", "request", "firing", "experiment", "prompt_request", "prompt_experiment"})
@@ -175,13 +179,21 @@ class AccessGuard:
             scope.setdefault("state", {})["identity"] = gateway
             await self.app(scope, receive, send)
             return
+        session = session_key(headers.get("cookie", "")) if bearer is None else None
         try:
-            identity = await self._identify(bearer, headers)
+            identity = await self._identify(bearer or session, headers)
         except InvalidKeyError as exc:
-            await _deny(send, 401, str(exc), "authentication")
-            return
+            if session is None:
+                await _deny(send, 401, str(exc), "authentication")
+                return
+            identity = await self._identify(None, headers)  # an ended web session: as if there were no cookie
         if identity is None:
-            await _deny(send, 401, "an API key is required: send Authorization: Bearer <key>", "authentication")
+            await _deny(send, 401, _NO_KEY_SESSION if session else _NO_KEY, "authentication")
+            return
+        if session is not None and identity.key is not None and not _same_origin(method, headers, scope):
+            # A cookie rides along with any request the browser makes, including one another site's page causes:
+            # changes made with a session must come from this server's own pages.
+            await _deny(send, 403, "a cross-site request with a web session is refused", "csrf")
             return
         if rule.scope == "platform" and not identity.can_everywhere(rule.permission or ""):
             await _deny(send, 403, f"{identity.principal} lacks {rule.permission!r} on every project", "permission")
@@ -250,6 +262,17 @@ def route_keys(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
             continue
         keys.extend((method, context.path) for method in sorted(context.methods or ()) if method != "HEAD")
     return keys
+
+
+def _same_origin(method: str, headers: Mapping[str, str], scope: Scope) -> bool:
+    """Whether a request may act with the session cookie it carries: reads always; changes only with an Origin
+    header (browsers send it on every cross-origin and every non-GET fetch) naming this server."""
+    if method in ("GET", "OPTIONS"):
+        return True
+    origin, host = headers.get("origin"), headers.get("host")
+    if not origin or not host:
+        return False
+    return origin.split("://", 1)[-1] == host and origin.startswith(("http://", "https://"))
 
 
 def _bearer(authorization: str) -> str | None:

@@ -63,6 +63,11 @@ ROUTE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/"): PUBLIC,
     ("GET", "/prompts"): PUBLIC,
     ("GET", "/observe"): PUBLIC,
+    # Sign-in (the flow proves who the caller is) and sign-out (ends the session its cookie names, nothing else).
+    ("GET", "/auth/login"): PUBLIC,
+    ("GET", "/auth/callback"): PUBLIC,
+    ("POST", "/auth/logout"): PUBLIC,
+    ("GET", "/auth/session.js"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,

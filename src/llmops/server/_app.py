@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
 from starlette.types import ASGIApp
 
 from llmops._platform import Platform
 from llmops._settings import Settings
+from llmops.governance._oidc import OidcClient
 from llmops.server._access_api import access_router
 from llmops.server._access_guard import AccessGuard
 from llmops.server._access_rules import ObjectResolver
@@ -30,6 +31,7 @@ from llmops.server._guardrails_api import guardrails_router
 from llmops.server._knowledge_api import knowledge_router
 from llmops.server._limits import BodySizeLimit
 from llmops.server._lineage_api import lineage_router
+from llmops.server._login import WebLogin, login_router
 from llmops.server._loop_api import loop_router
 from llmops.server._openai_api import openai_router
 from llmops.server._privacy_api import privacy_router
@@ -103,21 +105,18 @@ def _fastapi(platform: Platform) -> FastAPI:
     app.include_router(costs_router(platform))
     app.include_router(privacy_router(platform))
     app.include_router(access_router(platform.access))
+    oidc = OidcClient(platform.settings.auth.oidc) if platform.settings.auth.oidc is not None else None
+    login = WebLogin(platform.access, oidc, keys_required=platform.settings.auth.required)
+    app.include_router(login_router(login))
     static = resources.files("llmops.server") / "_static"
     pages = {path: (static / file).read_text(encoding="utf-8") for path, file in _PAGES.items()}
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> str:
-        return pages["/"]
+    async def page(request: Request) -> Response:
+        """A page of the web UI; with sign-in on and keys required, only for a signed-in browser."""
+        return await login.page_redirect(request) or HTMLResponse(pages[request.url.path])
 
-    @app.get("/prompts", response_class=HTMLResponse, include_in_schema=False)
-    async def prompts_page() -> str:
-        return pages["/prompts"]
-
-    @app.get("/observe", response_class=HTMLResponse, include_in_schema=False)
-    async def observe_page() -> str:
-        return pages["/observe"]
-
+    for path in _PAGES:
+        app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
     return app
 
 
