@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -361,6 +361,12 @@ class AuthSettings(BaseModel):
     required: bool = Field(default=False, description="refuse requests without a valid API key (401)")
     default_project: str = Field(default="default", description="the project of objects made before projects")
     oidc: OidcSettings | None = Field(default=None, description="OpenID Connect sign-in for the web UI")
+
+    @model_validator(mode="after")
+    def _sign_in_needs_keys(self) -> AuthSettings:
+        if self.oidc is not None and not self.required:
+            raise ValueError("auth.oidc needs auth.required: true (otherwise nobody has to sign in)")
+        return self
 
 
 class TransparencySettings(BaseModel):

@@ -215,6 +215,12 @@ def test_without_sign_in_configured_the_routes_say_so(sqlite_platform: Platform)
     assert page.status_code == 200  # the laptop default: no keys, no sign-in
 
 
+def test_sign_in_is_refused_without_required_keys() -> None:
+    login = OidcSettings(issuer="https://idp.example.com", client_id="x")
+    with pytest.raises(ValueError, match="auth.oidc needs auth.required"):
+        AuthSettings(oidc=login)
+
+
 def test_the_issuer_must_be_https_except_on_loopback() -> None:
     with pytest.raises(ValueError, match="must be an https URL"):
         OidcSettings(issuer="http://idp.example.com", client_id="x")
