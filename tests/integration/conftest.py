@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,27 @@ def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_") or k.startswith("LLMOPS_TEST_")}
     env.update({"LLMOPS_DATA_DIR": str(data_dir), "LLMOPS_CONFIG": str(data_dir / "absent.yaml"), **extra})
     return env
+
+
+@contextmanager
+def llmops_up(env: dict[str, str], log_path: Path, *, timeout: float = 120) -> Iterator[str]:
+    """`llmops up` on a free port with ``env``, its output in ``log_path``; yields its base URL and stops it with
+    Ctrl-C (killed if it does not stop within 20 s)."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [LLMOPS, "up"], env={**env, "LLMOPS_PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(f"{base_url}/healthz", timeout=timeout)
+            yield base_url
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 @dataclass
@@ -46,19 +68,5 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     ingest = subprocess.run(
         [LLMOPS, "ingest", str(corpus)], env=clean_env(data_dir), capture_output=True, text=True, timeout=300
     )
-    port = free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [LLMOPS, "up"], env=clean_env(data_dir, LLMOPS_PORT=str(port)), stdout=log, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{base_url}/healthz", timeout=120)
+    with llmops_up(clean_env(data_dir), root / "server.log") as base_url:
         yield RunningServer(base_url, data_dir, corpus, ingest)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()

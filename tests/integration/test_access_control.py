@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -23,8 +22,7 @@ import pytest
 import yaml
 
 from ..conftest import SAMPLES
-from ..helpers import free_port, wait_until_up
-from .conftest import LLMOPS, clean_env
+from .conftest import LLMOPS, clean_env, llmops_up
 
 LEGAL_DOC = """# Project Heron
 
@@ -78,23 +76,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         project: json.loads(deployment.cli("keys", "create", user, "--project", project, "--json"))
         for user, project in (("support-bot", "support"), ("counsel", "legal"))
     }
-    port = free_port()
-    log = deployment.log.open("w")
-    process = subprocess.Popen(
-        [LLMOPS, "up"], env={**env, "LLMOPS_PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT
-    )
-    deployment.base_url = f"http://127.0.0.1:{port}"
     deployment.support_key, deployment.legal_key = created["support"]["key"], created["legal"]["key"]
-    try:
-        wait_until_up(f"{deployment.base_url}/healthz", timeout=180)
+    with llmops_up(env, deployment.log, timeout=180) as deployment.base_url:
         yield deployment
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 def _as(key: str) -> dict[str, str]:
