@@ -217,7 +217,7 @@ def test_without_sign_in_configured_the_routes_say_so(sqlite_platform: Platform)
 
 def test_sign_in_is_refused_without_required_keys() -> None:
     login = OidcSettings(issuer="https://idp.example.com", client_id="x")
-    with pytest.raises(ValueError, match="auth.oidc needs auth.required"):
+    with pytest.raises(ValueError, match=r"auth\.oidc needs auth\.required"):
         AuthSettings(oidc=login)
 
 

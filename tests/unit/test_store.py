@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from importlib import resources
 
@@ -24,7 +25,7 @@ TABLES = {
     "request_metrics", "drift_observations", "drift_reports", "feedback", "trigger_firings", "action_runs",
     "review_items", "trigger_rules", "audit_log", "projects", "principals", "api_keys", "project_objects",
 }  # fmt: skip
-HEAD = "0008"
+HEAD = "0009"
 
 
 def test_migrate_creates_every_table_and_is_idempotent(database_url: str) -> None:
@@ -176,6 +177,32 @@ def test_upgrading_keeps_existing_labels(database_url: str) -> None:
     with store.engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT prompt_name, environment, label, version FROM prompt_labels")).all()
     assert [tuple(r) for r in rows] == [("p", "dev", "production", 1)]
+    store.close()
+
+
+def test_upgrading_indexes_the_request_of_each_held_answer(database_url: str) -> None:
+    """0009 gives review items that already hold an answer its request id; other items get none."""
+    from alembic import command
+    from alembic.config import Config
+
+    store = Store(database_url)
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("llmops.store") / "migrations"))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0008")
+    insert = sa.text(
+        "INSERT INTO review_items (id, created_at, title, details, status) VALUES (:id, :t, 'x', :d, 'open')"
+    )
+    now = datetime.now(UTC)
+    with store.engine.begin() as connection:
+        held = {"request_id": "req_1", "held_answer": {"request_id": "req_1", "answer": "a"}}
+        connection.execute(insert, {"id": "rev_held", "t": now, "d": json.dumps(held)})
+        connection.execute(insert, {"id": "rev_other", "t": now, "d": json.dumps({"rule": "r"})})
+    store.migrate()
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT id, request_id FROM review_items ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [("rev_held", "req_1"), ("rev_other", None)]
     store.close()
 
 

@@ -283,7 +283,8 @@ class _Erasure:
     def _erase_held_answers(self, requests: set[str]) -> None:
         """Answers held for human review: the question, the answer and its citations go, the decision stays."""
         erased = 0
-        for item_id, details in list(self.session.execute(select(ReviewItemRow.id, ReviewItemRow.details))):
+        held_items = select(ReviewItemRow.id, ReviewItemRow.details).where(ReviewItemRow.request_id.is_not(None))
+        for item_id, details in list(self.session.execute(held_items)):
             held = (details or {}).get("held_answer")
             if not isinstance(held, dict):
                 continue

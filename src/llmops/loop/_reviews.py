@@ -54,9 +54,9 @@ class ReviewQueue:
         reasons = ", ".join(answer.reasons) or "held"
         # The request and the app on top as well: that is where access control finds an item's project.
         details = {"request_id": answer.request_id, "app": answer.app, _HELD: answer.to_dict()}
-        return self._add(f"Answer of {answer.app} held for review: {reasons}", details, None)
+        return self._add(f"Answer of {answer.app} held for review: {reasons}", details, None, answer.request_id)
 
-    def _add(self, title: str, details: dict[str, Any], firing_id: str | None) -> str:
+    def _add(self, title: str, details: dict[str, Any], firing_id: str | None, request_id: str | None = None) -> str:
         item_id = "rev_" + secrets.token_hex(8)
         with self._store.session() as session:
             session.add(
@@ -67,6 +67,7 @@ class ReviewQueue:
                     details=details,
                     status="open",
                     firing_id=firing_id,
+                    request_id=request_id,
                 )
             )
         return item_id
@@ -133,8 +134,12 @@ class ReviewQueue:
         """What the caller of ``request_id`` may know of its held answer: ``status`` (``pending_review``,
         ``released`` or ``withheld``), the answer and citations only once released, who decided and when.
         None when the request's answer was not held."""
-        path = ReviewItemRow.details[(_HELD, "request_id")].as_string()
-        query = select(ReviewItemRow).where(path == request_id).order_by(ReviewItemRow.created_at.desc()).limit(1)
+        query = (
+            select(ReviewItemRow)
+            .where(ReviewItemRow.request_id == request_id)
+            .order_by(ReviewItemRow.created_at.desc())
+            .limit(1)
+        )
         with self._store.session() as session:
             row = session.scalars(query).first()
             if row is None:

@@ -73,6 +73,8 @@ class ReviewItemRow(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16))  # open | resolved | dismissed
     firing_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The request whose answer the item holds (None for other items): callers poll for their answer by it.
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     resolved_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     resolution: Mapped[str | None] = mapped_column(Text, nullable=True)
