@@ -47,7 +47,6 @@ CASES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", "/auth/login"): None,
     ("GET", "/auth/callback"): None,
     ("POST", "/auth/logout"): None,
-    ("GET", "/auth/session.js"): None,
     ("GET", "/healthz"): None,
     ("GET", "/docs"): None,
     ("GET", "/docs/oauth2-redirect"): None,

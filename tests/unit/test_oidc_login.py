@@ -72,6 +72,7 @@ def test_a_page_sends_the_browser_through_the_provider_and_back_signed_in(signin
     with _browser(signin.base) as browser:
         page = browser.get("/observe")
         assert page.status_code == 200 and "<h1>Observe</h1>" in page.text
+        assert 'fetch("/api/whoami")' in page.text and "llmops:session" not in page.text  # who is signed in
         hops = [str(r.url) for r in page.history]
         assert hops[0].endswith("/observe") and hops[1].startswith(f"{signin.base}/auth/login?next=/observe")
         assert hops[2].startswith(f"{signin.idp.issuer}/authorize?") and "/auth/callback?code=" in hops[3]

@@ -481,7 +481,7 @@ def test_the_ask_page_shows_the_notice_and_a_held_answer_once_released(
 ) -> None:
     review(ingested, always=True)
     page = httpx.get(base_url).text
-    script_text = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    script_text = page.rsplit("<script>", 1)[1].split("</script>", 1)[0]  # the page's own (the last) script
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"base": base_url, "script": script_text}), encoding="utf-8")
     harness = tmp_path / "harness.js"

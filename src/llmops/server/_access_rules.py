@@ -67,7 +67,6 @@ ROUTE_RULES: Mapping[tuple[str, str], Rule] = {
     ("GET", "/auth/login"): PUBLIC,
     ("GET", "/auth/callback"): PUBLIC,
     ("POST", "/auth/logout"): PUBLIC,
-    ("GET", "/auth/session.js"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,

@@ -31,7 +31,7 @@ from llmops.server._guardrails_api import guardrails_router
 from llmops.server._knowledge_api import knowledge_router
 from llmops.server._limits import BodySizeLimit
 from llmops.server._lineage_api import lineage_router
-from llmops.server._login import WebLogin, login_router
+from llmops.server._login import SESSION_SCRIPT, WebLogin, login_router
 from llmops.server._loop_api import loop_router
 from llmops.server._openai_api import openai_router
 from llmops.server._privacy_api import privacy_router
@@ -109,7 +109,11 @@ def _fastapi(platform: Platform) -> FastAPI:
     login = WebLogin(platform.access, oidc, keys_required=platform.settings.auth.required)
     app.include_router(login_router(login))
     static = resources.files("llmops.server") / "_static"
-    pages = {path: (static / file).read_text(encoding="utf-8") for path, file in _PAGES.items()}
+    # Each page shows who is signed in (web sessions), from one script kept inline: the pages load nothing.
+    pages = {
+        path: (static / file).read_text(encoding="utf-8").replace("<!-- llmops:session -->", SESSION_SCRIPT)
+        for path, file in _PAGES.items()
+    }
 
     async def page(request: Request) -> Response:
         """A page of the web UI; with sign-in on and keys required, only for a signed-in browser."""

@@ -26,12 +26,12 @@ from starlette.requests import cookie_parser
 from llmops.governance import AccessControl, InvalidKeyError
 from llmops.governance._oidc import OidcClient, OidcError, ProviderUnavailableError
 
-__all__ = ["SESSION_COOKIE", "WebLogin", "login_router", "session_key"]
+__all__ = ["SESSION_COOKIE", "SESSION_SCRIPT", "WebLogin", "login_router", "session_key"]
 
 SESSION_COOKIE = "llmops_session"
 _LOGIN_COOKIE = "llmops_login"
 _LOGIN_TTL_S = 600
-_SESSION_SCRIPT = """\
+SESSION_SCRIPT = """<script>
 // Shows who is signed in, with a sign-out button, in the page's #session element (web sessions only).
 fetch("/api/whoami").then((r) => (r.ok ? r.json() : null)).then((me) => {
   const box = document.getElementById("session");
@@ -42,7 +42,7 @@ fetch("/api/whoami").then((r) => (r.ok ? r.json() : null)).then((me) => {
   out.onclick = () => fetch("/auth/logout", { method: "POST" }).then(() => location.assign("/auth/login"));
   box.append(out);
 });
-"""
+</script>"""
 logger = logging.getLogger("llmops.server")
 
 
@@ -153,10 +153,6 @@ def login_router(login: WebLogin) -> APIRouter:
         response = JSONResponse({"signed_out": key_id is not None})
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
-
-    @router.get("/session.js")
-    async def session_script() -> Response:
-        return Response(_SESSION_SCRIPT, media_type="text/javascript")
 
     return router
 
