@@ -127,7 +127,7 @@ class OidcClient:
             )
         except jwt.PyJWTError as exc:
             raise OidcError(f"the ID token was refused: {exc}") from exc
-        if not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
+        if not secrets.compare_digest(str(claims.get("nonce", "")).encode(), nonce.encode()):
             raise OidcError("the ID token's nonce is not this sign-in's (a replayed or injected token)")
         return claims
 

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import html
 import logging
+import secrets
 from typing import Any
 from urllib.parse import quote
 
@@ -112,7 +113,7 @@ def login_router(login: WebLogin) -> APIRouter:
         if "error" in params:
             return _failed(f"the identity provider refused: {params.get('error_description') or params['error']}", 403)
         flow = _decode(request.cookies.get(_LOGIN_COOKIE, ""))
-        if flow is None or not params.get("state") or params.get("state") != flow.get("state"):
+        if flow is None or not secrets.compare_digest(params.get("state", "").encode(), flow["state"].encode()):
             return _failed("this sign-in was not started here or has expired (state mismatch): start again", 400)
         if not params.get("code"):
             return _failed("the identity provider sent no authorization code", 400)
