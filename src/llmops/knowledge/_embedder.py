@@ -59,9 +59,7 @@ class MiniLMEmbedder:
     (bench/embedder_batching.py) embedded at 15.3 texts/s in ONNX batches of 1, 13.7 of 2, 13.1 of 4, 12.6 of 8 and
     11.0 of 32, with the same vectors (cosine >= 0.9999998 to batch 32's). A text takes ~65 ms, so batching saves
     little per-call overhead, while a batch's activations (the attention scores grow with batch x tokens²) presumably
-    outgrow the CPU caches. onnxruntime's default session options were the fastest tried: graph optimisation basic
-    (-8%) or extended (-11%), parallel execution mode, no memory pattern or no arena were equal or slower. A larger
-    ``batch_size`` groups texts of similar token counts, so its batches pad little.
+    outgrow the CPU caches. A larger ``batch_size`` groups texts of similar token counts, so its batches pad little.
     """
 
     name = "all-MiniLM-L6-v2-int8"
@@ -81,6 +79,12 @@ class MiniLMEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Basic graph optimisations only: onnxruntime's default level (all) and extended, which add fusions, ran this
+        # int8 model slower. 67 real chunks one at a time, the sessions alternating over 5 rounds (as
+        # bench/embedder_batching.py --stage session runs them): median 3.79 s basic vs 4.04 s all, basic faster in
+        # every round, same vectors (cosine >= 0.9999998). Parallel execution mode, no memory pattern, no memory
+        # arena or denormals as zero gained nothing.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         tokenizer_file = resources.files("llmops.knowledge") / "_assets" / "all-MiniLM-L6-v2.tokenizer.json"
         spec = tokenizer_file.read_text(encoding="utf-8")
