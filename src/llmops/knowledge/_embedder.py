@@ -80,10 +80,10 @@ class MiniLMEmbedder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # Basic graph optimisations only: onnxruntime's default level (all) and extended, which add fusions, ran this
-        # int8 model slower. 67 real chunks one at a time, the sessions alternating over 5 rounds (as
-        # bench/embedder_batching.py --stage session runs them): median 3.79 s basic vs 4.04 s all, basic faster in
-        # every round, same vectors (cosine >= 0.9999998). Parallel execution mode, no memory pattern, no memory
-        # arena or denormals as zero gained nothing.
+        # int8 model slower. 67 real chunks one at a time, the sessions alternating over 5 rounds
+        # (bench/embedder_batching.py --mb 0.25 --every 8 --stage session --batches 1 --repeat 5): median 3.81 s
+        # basic, 4.05 s all, 4.05 s extended, same vectors (cosine >= 0.9999998). Parallel execution mode, no memory
+        # pattern, no memory arena or denormals as zero: 4.06-4.09 s, nothing gained.
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
         tokenizer_file = resources.files("llmops.knowledge") / "_assets" / "all-MiniLM-L6-v2.tokenizer.json"
