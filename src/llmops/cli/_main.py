@@ -92,6 +92,7 @@ def up(
     import uvicorn
 
     from llmops.server import create_app, tune_garbage_collector
+    from llmops.server._protocol import CoalescingHttpToolsProtocol
 
     if workers > 1:
         # Replicas share the store; limits and caches are per process unless gateway.redis_url is set.
@@ -100,7 +101,7 @@ def up(
         _warn_if_open(settings, bind_host)
         console.print(f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] with {workers} workers")
         uvicorn.run("llmops.server:app_from_settings", factory=True, host=bind_host, port=bind_port,
-                    workers=workers, log_level="info", access_log=False)  # fmt: skip
+                    workers=workers, log_level="info", access_log=False, http=CoalescingHttpToolsProtocol)  # fmt: skip
         return
     with open_platform(journal_drain="process") as platform:
         settings = platform.settings
@@ -112,7 +113,8 @@ def up(
             f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] (models: {', '.join(platform.served_models())})"
         )
         tune_garbage_collector()
-        uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False)
+        uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False,
+                    http=CoalescingHttpToolsProtocol)  # fmt: skip
 
 
 @app.command()

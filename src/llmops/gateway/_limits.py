@@ -81,8 +81,9 @@ def identify(
     metadata = metadata or {}
     key: ApiKeyConfig | None = None
     if bearer:
-        digest = hashlib.sha256(bearer.encode()).hexdigest()
-        key = next((k for k in keys if k.sha256 == digest), None)
+        if keys:  # with no keys configured any bearer passes (unless keys are required): nothing to hash
+            digest = hashlib.sha256(bearer.encode()).hexdigest()
+            key = next((k for k in keys if k.sha256 == digest), None)
         if key is None and (require_key or keys):
             raise AuthenticationError("unknown API key")
     elif require_key:

@@ -167,10 +167,13 @@ class ChatCompletions:
                       for e in exc.errors(include_url=False)]  # fmt: skip
             await _send_error(send, ErrorResponse(422, {"detail": detail}))
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        authorization = None  # the last one, as a dict of the headers would hold
+        for name, value in scope.get("headers") or ():
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
         identity = scope.get("state", {}).get("identity")
         project = identity.project if isinstance(identity, Identity) else None
-        await self._answer(request, headers.get("authorization"), send, project)
+        await self._answer(request, authorization, send, project)
 
     async def _answer(
         self, body: ChatCompletionRequest, authorization: str | None, send: Send, project: str | None = None
