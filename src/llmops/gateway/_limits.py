@@ -238,6 +238,8 @@ class LimitEnforcer:
         """Reserve one request, ``tokens`` tokens and ``max_cost`` dollars on every limit that applies, or raise
         `LimitExceededError` (releasing what this call had reserved so far)."""
         reservation = Reservation()
+        if not self._limits:  # nothing to reserve against (the usual configuration): no clock read, no loop
+            return reservation
         now = datetime.now(UTC)
         try:
             for limit, value in self.applicable(caller):
