@@ -158,8 +158,8 @@ def test_password_is_hidden_in_messages() -> None:
     assert "s3cret" not in str(raised.value)
 
 
-def test_upgrading_keeps_existing_labels(database_url: str) -> None:
-    """A database made by 0001 keeps its labels when 0002 makes labels per environment (they land in dev)."""
+def _store_at(database_url: str, revision: str) -> Store:
+    """A store whose schema stops at migration ``revision`` (to test the upgrades after it)."""
     from alembic import command
     from alembic.config import Config
 
@@ -168,7 +168,13 @@ def test_upgrading_keeps_existing_labels(database_url: str) -> None:
     config.set_main_option("script_location", str(resources.files("llmops.store") / "migrations"))
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
+        command.upgrade(config, revision)
+    return store
+
+
+def test_upgrading_keeps_existing_labels(database_url: str) -> None:
+    """A database made by 0001 keeps its labels when 0002 makes labels per environment (they land in dev)."""
+    store = _store_at(database_url, "0001")
     now = datetime.now(UTC)
     with store.engine.begin() as connection:
         connection.execute(sa.text("INSERT INTO prompts VALUES ('p', '', :t)"), {"t": now})
@@ -182,15 +188,7 @@ def test_upgrading_keeps_existing_labels(database_url: str) -> None:
 
 def test_upgrading_indexes_the_request_of_each_held_answer(database_url: str) -> None:
     """0009 gives review items that already hold an answer its request id; other items get none."""
-    from alembic import command
-    from alembic.config import Config
-
-    store = Store(database_url)
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("llmops.store") / "migrations"))
-    with store.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0008")
+    store = _store_at(database_url, "0008")
     insert = sa.text(
         "INSERT INTO review_items (id, created_at, title, details, status) VALUES (:id, :t, 'x', :d, 'open')"
     )
