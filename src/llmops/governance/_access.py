@@ -15,6 +15,7 @@ unaware of projects; the HTTP layer (``llmops.server``) enforces them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import threading
@@ -228,6 +229,12 @@ class AccessControl:
         key = self.keys.peek(secret)
         return self._cached(key.id) if key is not None else None
 
+    async def identify_async(self, secret: str) -> Identity:
+        """`identify` for an event loop: a key seen in the last few seconds is answered from memory; only another
+        costs a worker thread and a read."""
+        cached = self.identify_cached(secret)
+        return cached if cached is not None else await asyncio.to_thread(self.identify, secret)
+
     def _cached(self, key_id: str) -> Identity | None:
         with self._lock:
             cached = self._identities.get(key_id)
@@ -285,9 +292,7 @@ class AccessControl:
             key = self.keys.authenticate(secret)
         except InvalidKeyError:
             return None
-        self.keys.revoke(key.id, by=key.principal)
-        with self._lock:
-            self._identities.pop(key.id, None)
+        self.keys.revoke(key.id, by=key.principal)  # drops the key from the cache identify_cached reads first
         return key.id
 
     def forget(self) -> None:

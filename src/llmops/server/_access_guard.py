@@ -190,7 +190,7 @@ class AccessGuard:
         if identity is None:
             await _deny(send, 401, _NO_KEY_SESSION if session else _NO_KEY, "authentication")
             return
-        if session is not None and identity.key is not None and not _same_origin(method, headers, scope):
+        if session is not None and identity.key is not None and not _same_origin(method, headers):
             # A cookie rides along with any request the browser makes, including one another site's page causes:
             # changes made with a session must come from this server's own pages.
             await _deny(send, 403, "a cross-site request with a web session is refused", "csrf")
@@ -234,8 +234,7 @@ class AccessGuard:
             return Identity.operator(headers.get("x-llmops-user") or "local", project)
         if not bearer.startswith(KEY_PREFIX):
             raise InvalidKeyError("unknown API key")
-        # Known keys are answered from memory; only a key not seen for a few seconds costs a thread and a read.
-        return self._access.identify_cached(bearer) or await asyncio.to_thread(self._access.identify, bearer)
+        return await self._access.identify_async(bearer)
 
     async def _owned(self, rule: Rule, key: str, identity: Identity) -> bool:
         """Whether ``key`` may be touched by ``identity``: it is the project's, or it does not exist and the route
@@ -264,7 +263,7 @@ def route_keys(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
     return keys
 
 
-def _same_origin(method: str, headers: Mapping[str, str], scope: Scope) -> bool:
+def _same_origin(method: str, headers: Mapping[str, str]) -> bool:
     """Whether a request may act with the session cookie it carries: reads always; changes only with an Origin
     header (browsers send it on every cross-origin and every non-GET fetch) naming this server."""
     if method in ("GET", "OPTIONS"):

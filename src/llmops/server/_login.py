@@ -73,8 +73,7 @@ class WebLogin:
 
     async def _live(self, secret: str) -> bool:
         try:
-            if self.access.identify_cached(secret) is None:
-                await asyncio.to_thread(self.access.identify, secret)
+            await self.access.identify_async(secret)
         except InvalidKeyError:
             return False
         return True
