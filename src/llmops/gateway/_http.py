@@ -30,6 +30,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import ssl
 import time
 import zlib
@@ -496,12 +497,7 @@ def _basic_auth(user: str, password: str | None) -> str:
     return "Basic " + base64.b64encode(token).decode("ascii")
 
 
-_SSL: ssl.SSLContext | None = None
-
-
+@functools.cache
 def _ssl_context() -> ssl.SSLContext:
     """One default context per process: building one loads the CA store (milliseconds)."""
-    global _SSL
-    if _SSL is None:
-        _SSL = ssl.create_default_context()
-    return _SSL
+    return ssl.create_default_context()
