@@ -418,6 +418,7 @@ class Platform:
             vector=vector,
             keyword=keyword,
             backend_key=backend_key,
+            ingest_workers=config.ingest_workers,
             fetch=fetch,
             rerankers=rerankers,
             tracer=self.tracing.tracer,

@@ -215,6 +215,12 @@ class KnowledgeSettings(BaseModel):
         default=False, description="fetch URLs on private/loopback addresses (an intranet wiki); off: SSRF guard"
     )
     rerankers: list[RerankerConfig] = Field(default_factory=list)
+    ingest_workers: int = Field(
+        default=0,
+        ge=0,
+        description="processes that parse, chunk and embed an ingestion run: 0, one per CPU when the run has enough "
+        "new documents to pay for starting them (else in-process); 1, always in-process; N, N processes",
+    )
 
 
 class GuardrailSettings(BaseModel):

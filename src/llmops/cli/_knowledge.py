@@ -24,6 +24,15 @@ def ingest(
         typer.Argument(help="folders, files, globs or URLs to register and ingest (default: every registered source)"),
     ] = None,
     ray: Annotated[str | None, typer.Option("--ray", help="parse, chunk and embed on this Ray cluster")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="processes that parse, chunk and embed: 0, one per CPU when the run is large enough; 1, this "
+            "process; N, N processes (default: the knowledge.ingest_workers setting); with --ray, Ray workers",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     project: Annotated[
         str | None, typer.Option("--project", "-p", help="the project the given locations' documents belong to")
@@ -46,7 +55,7 @@ def ingest(
         if ray is not None:
             from llmops.knowledge._ray import ray_processor_from_settings
 
-            processor = ray_processor_from_settings(ray, platform)
+            processor = ray_processor_from_settings(ray, platform, **({"workers": workers} if workers else {}))
         if not locations and not platform.knowledge.sources.list():
             errors.print("[red]nothing to ingest:[/] give a folder, file, glob or URL (no sources are registered)")
             raise typer.Exit(2)
@@ -66,7 +75,12 @@ def ingest(
                     bar.update(task, completed=done, total=total)
 
                 report = platform.knowledge.ingest(
-                    locations or None, on_progress=step, processor=processor, metadata=metadata, actor=actor(user)
+                    locations or None,
+                    on_progress=step,
+                    processor=processor,
+                    workers=None if processor is not None else workers,
+                    metadata=metadata,
+                    actor=actor(user),
                 )
         except IngestBusyError as exc:
             errors.print(f"[red]{exc}[/]")
@@ -92,9 +106,10 @@ def _print_report(report: IngestReport) -> None:
         table.add_row(label, str(count))
     console.print(table)
     resumed = " (resumed an interrupted run)" if report.resumed else ""
+    where = f" in {report.workers} worker processes" if report.processor == "LocalPoolProcessor" else ""
     console.print(
         f"{report.chunks_written} chunks written ({report.chunks_embedded} embedded, the rest from the cache) in "
-        f"{report.seconds:.2f} s; index snapshot {report.snapshot_id}{resumed}"
+        f"{report.seconds:.2f} s{where}; index snapshot {report.snapshot_id}{resumed}"
     )
     if report.full_rebuild:
         console.print(f"every document was re-processed: {report.full_rebuild}")

@@ -6,6 +6,7 @@ are caught up from it after every run and on start, so the two never disagree fo
 
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import threading
@@ -33,7 +34,9 @@ from llmops.knowledge._ingest import (
     ProgressCallback,
     ingest_lock,
 )
+from llmops.knowledge._parallel import AutoProcessor, available_cpus, parsers_factory
 from llmops.knowledge._parsers import Parser
+from llmops.knowledge._pool import EmbedderFactory, LocalPoolProcessor, worker_embedder_factory
 from llmops.knowledge._rerank import Reranker
 from llmops.knowledge._retrieval import ChunkCatalog, Fusion, RetrievalMode, RetrievedChunk, Retriever
 from llmops.knowledge._snapshots import IndexSync, SnapshotError, Snapshots
@@ -71,9 +74,17 @@ class KnowledgeBase:
         rerankers: Mapping[str, Reranker] | None = None,
         tracer: trace.Tracer | None = None,
         audit: AuditHook | None = None,
+        ingest_workers: int | None = None,
+        worker_embedder: EmbedderFactory | None = None,
     ) -> None:
         """``tracer`` records each ingestion run as a trace (``ingest``), like a request; ``audit`` is told of each
-        new index snapshot and rollback."""
+        new index snapshot and rollback.
+
+        ``ingest_workers`` is how many processes parse, chunk and embed a run's documents: 0 or None, one per CPU
+        when a run has enough new documents to pay for starting them, else this process; 1, always this process; N,
+        N worker processes. Workers rebuild the embedder with ``worker_embedder`` (by default, the bundled MiniLM
+        model is rebuilt; any other embedder keeps ingestion in this process, and N > 1 is refused).
+        """
         self._audit = audit
         chunking.check_fits(embedder)
         self._store = store
@@ -101,6 +112,8 @@ class KnowledgeBase:
         self._last_searched: int | None = None
         self._models: dict[int, str] = {}
         self._refresh_lock = threading.Lock()
+        self.worker_embedder = worker_embedder or worker_embedder_factory(embedder)
+        self.ingest_workers = self._check_workers(ingest_workers)
         self._save_chunking_config()
 
     @property
@@ -123,6 +136,7 @@ class KnowledgeBase:
         *,
         on_progress: ProgressCallback | None = None,
         processor: DocumentProcessor | None = None,
+        workers: int | None = None,
         metadata: Mapping[str, str | int | float | bool] | None = None,
         actor: str = "system",
     ) -> IngestReport:
@@ -131,7 +145,18 @@ class KnowledgeBase:
         A run over given locations adds and updates their documents and removes the ones they no longer hold; a run
         over every source also removes the documents of sources that were unregistered. ``metadata`` goes on every
         chunk of the registered locations (e.g. ``{"project": "support"}``, which retrieval isolates by).
+
+        Documents are parsed, chunked and embedded by ``processor`` when given (a `RayProcessor`, a
+        `LocalPoolProcessor` the caller manages); otherwise in this process or in worker processes, as
+        ``workers`` says (default: the knowledge base's ``ingest_workers``; see `__init__`).
         """
+        # A caller's processor is the caller's to close. The run's own pool (if it starts one) is closed when the run
+        # ends, before the index catch-up; after an error or Ctrl-C without waiting for the workers' current batch.
+        closing: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if processor is None:  # checked before anything is registered: a refused run changes nothing
+            processor = closing = self._default_processor(
+                self.ingest_workers if workers is None else self._check_workers(workers)
+            )
         if location is None:
             sources = self.sources.list()
             all_sources = True
@@ -143,7 +168,6 @@ class KnowledgeBase:
         ingestor = Ingestor(
             self._store, self.cached_embedder, self.chunking.config_id, self._parsers, self._fetch, self._lock_path
         )
-        processor = processor or LocalProcessor(self._parsers, self._chunker)
         with self._tracer.start_as_current_span("ingest", kind=trace.SpanKind.INTERNAL) as span:
             span.set_attributes(
                 {
@@ -155,7 +179,9 @@ class KnowledgeBase:
                 }
             )
             try:
-                report = ingestor.run(sources, processor, all_sources=all_sources, on_progress=on_progress)
+                with closing:
+                    report = ingestor.run(sources, processor, all_sources=all_sources, on_progress=on_progress)
+                report.processor, report.workers = _used(processor)
                 with self._tracer.start_as_current_span("index.catch_up"):
                     self.catch_up()
             except BaseException as exc:
@@ -173,6 +199,8 @@ class KnowledgeBase:
                     "llmops.ingest.chunks_embedded": report.chunks_embedded,
                     "llmops.ingest.near_duplicates": len(report.near_duplicates),
                     "llmops.ingest.resumed": report.resumed,
+                    "llmops.ingest.processor": report.processor,
+                    "llmops.ingest.workers": report.workers,
                     **{f"llmops.ingest.{phase}_s": round(seconds, 4) for phase, seconds in report.timings.items()},
                 }
             )
@@ -183,6 +211,35 @@ class KnowledgeBase:
             self._audit(actor, "index.snapshot", "index_snapshot", str(report.snapshot_id),
                         details={**counts, "sources": [s.location for s in sources][:50]})  # fmt: skip
         return report
+
+    def _check_workers(self, workers: int | None) -> int:
+        if workers is None:
+            return 0
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(f"ingest workers is 0 (one per CPU when it pays), 1 (in-process) or more, not {workers!r}")
+        if workers > 1 and self.worker_embedder is None:
+            raise ValueError(
+                f"{workers} ingest workers need an embedding model worker processes can rebuild (the bundled MiniLM); "
+                f"{self.embedder.name} embeds in this process only: use 0 or 1 workers"
+            )
+        return workers
+
+    def _default_processor(self, workers: int) -> AutoProcessor:
+        """In-process, or a pool of ``workers`` processes (0: one per CPU) started if the run is worth it."""
+        local = LocalProcessor(self._parsers, self._chunker)
+        count = workers or available_cpus()
+        if workers == 1 or count < 2 or self.worker_embedder is None:
+            return AutoProcessor(local, None)
+        pool = LocalPoolProcessor(
+            self.chunking,
+            workers=count,
+            embedder_factory=self.worker_embedder,
+            parsers_factory=parsers_factory(list(self._parsers.values())),
+            expected_model=self.embedder.name,
+            import_main=False,
+            batch_size=1,  # a task per document: the workers stay evenly loaded, which IPC (~ms) costs nothing to
+        )
+        return AutoProcessor(local, pool, always=workers > 1)
 
     def catch_up(self, *, wait: bool = True) -> int | None:
         """Bring the indexes up to the newest ready snapshot (after a run, a rollback, or a crash).
@@ -410,6 +467,14 @@ class KnowledgeBase:
     def close(self) -> None:
         self.vector_index.close()
         self.keyword_index.close()
+
+
+def _used(processor: DocumentProcessor) -> tuple[str, int]:
+    """Which processor did a run's work, and in how many processes (or Ray actors)."""
+    if isinstance(processor, AutoProcessor):
+        return processor.used, processor.used_workers
+    workers = getattr(processor, "worker_count", None) or getattr(processor, "workers", None)
+    return type(processor).__name__, workers if isinstance(workers, int) and workers > 0 else 1
 
 
 def _no_fetch(url: str) -> tuple[Path, bytes]:

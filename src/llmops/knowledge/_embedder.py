@@ -96,8 +96,18 @@ class MiniLMEmbedder:
         self._counter.no_padding()
         self._counter.no_truncation()
         self._batch_size = batch_size
+        self._model_path = Path(model_path)
         # onnxruntime sessions are thread-safe for run(), but the tokenizer's padding state is not shared safely.
         self._lock = threading.Lock()
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def model_path(self) -> Path:
+        """The ONNX file this embedder runs (worker processes load the same one)."""
+        return self._model_path
 
     def count_tokens(self, text: str) -> int:
         return len(self._counter.encode(text, add_special_tokens=False).ids)

@@ -81,6 +81,8 @@ class IngestReport:
     resumed: bool = False
     full_rebuild: str | None = None  # why every document was re-processed, when it was
     seconds: float = 0.0
+    processor: str = ""  # what parsed, chunked and embedded: LocalProcessor, LocalPoolProcessor, RayProcessor...
+    workers: int = 1  # processes (or Ray actors) that did it
     timings: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "process": 0.0, "embed": 0.0, "write": 0.0})
 
     @property
@@ -101,6 +103,8 @@ class IngestReport:
             "chunks_embedded": self.chunks_embedded,
             "resumed": self.resumed,
             "full_rebuild": self.full_rebuild,
+            "processor": self.processor,
+            "workers": self.workers,
             "seconds": round(self.seconds, 3),
         }
 
@@ -110,12 +114,19 @@ class WorkItem:
     uri: str
     name: Path
     data: bytes
+    #: An earlier version of this document is live, embedded with the same model and cut with the same chunking:
+    #: the embedding cache likely holds most of its chunks' vectors, so it is cheap to process in-process.
+    likely_cached: bool = False
 
 
 class DocumentProcessor(Protocol):
-    """Parses, chunks and (optionally) embeds documents: in this process, or on a Ray cluster."""
+    """Parses, chunks and (optionally) embeds documents: in this process, in worker processes, or on a Ray cluster.
 
-    embeds: bool  # whether results come back with vectors
+    A result that comes back with vectors is written with them (and they go into the embedding cache); one without
+    is embedded by the ingestor through the cache.
+    """
+
+    embeds: bool  # whether results (may) come back with vectors
 
     def process(self, items: Sequence[WorkItem]) -> Iterator[tuple[WorkItem, ProcessedDocument | ParseError]]:
         """Results in any order, one per item."""
@@ -219,7 +230,9 @@ class Ingestor:
                         self._adopt(doc_id, source_id)
                         progress.step(document.uri, "unchanged")
                         continue
-                    pending.append((WorkItem(document.uri, name, data), live.get(doc_id)))
+                    earlier = live.get(doc_id)
+                    item = WorkItem(document.uri, name, data, likely_cached=earlier is not None and rebuild is None)
+                    pending.append((item, earlier))
                 self._process(pending, processor, source_id, snapshot_id, duplicates, report, progress)
             self._record_removals(snapshot_id, live, seen, listed, all_sources, rebuild is not None, report)
             report.snapshot_id = self._finish(snapshot_id, head, rebuild is not None, report)
@@ -246,10 +259,12 @@ class Ingestor:
                 t0 = time.perf_counter()
                 continue
             t1 = time.perf_counter()
-            vectors = result.vectors if result.vectors is not None else self._embed(result.embedding_texts(), report)
-            if processor.embeds:
+            if result.vectors is not None:  # embedded where it was processed
+                vectors = result.vectors
                 self._cache_put(result.embedding_texts(), vectors)
                 report.chunks_embedded += len(result.chunks)
+            else:
+                vectors = self._embed(result.embedding_texts(), report)
             report.timings["embed"] += time.perf_counter() - t1
             t2 = time.perf_counter()
             doc_id = document_id(item.uri)

@@ -9,14 +9,22 @@ writer). The chunks and vectors are those of the in-process run (the same functi
 >>> with LocalPoolProcessor(ChunkingConfig(), workers=2) as processor:        # doctest: +SKIP
 ...     kb.ingest("docs/", processor=processor)
 
+`KnowledgeBase.ingest` starts one by itself, one worker per CPU, for a run with enough new documents (see
+`llmops.knowledge._parallel`), and closes it when the run ends.
+
 `DocumentWorker` is the unit both this pool and the Ray actors run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -28,7 +36,7 @@ from llmops.knowledge._ingest import WorkItem
 from llmops.knowledge._parsers import ParseError, Parser, default_parsers
 from llmops.knowledge._processing import ProcessedDocument, process_document
 
-__all__ = ["DocumentWorker", "LocalPoolProcessor", "batches"]
+__all__ = ["DocumentWorker", "LocalPoolProcessor", "batches", "worker_embedder_factory"]
 
 EmbedderFactory = Callable[[], Embedder]
 ParsersFactory = Callable[[], Iterable[Parser]]
@@ -78,7 +86,36 @@ _worker: DocumentWorker | None = None
 
 def _start_worker(chunking_json: str, embedder_factory: EmbedderFactory, parsers_factory: ParsersFactory) -> None:
     global _worker
+    # Ctrl-C reaches the whole process group: the driver stops the run and shuts the pool down; a worker interrupted
+    # on its own would only break the pool and print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="llmops-pool-parent", daemon=True).start()
     _worker = DocumentWorker(chunking_json, embedder_factory, parsers_factory)
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While workers are spawned, the main module shows ``spawn`` neither a file nor a module name to re-run."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved: dict[str, object] = {name: vars(main)[name] for name in ("__file__", "__spec__") if name in vars(main)}
+    vars(main).pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        vars(main).update(saved)
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    """End this worker when the driver dies (kill -9 included). A pool's workers hold both ends of their task queue,
+    so they never see it close: without this they would wait for work forever, each holding its model."""
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
 
 
 def _model() -> str:
@@ -95,7 +132,11 @@ class LocalPoolProcessor:
     """A `DocumentProcessor` that parses, chunks and embeds in ``workers`` processes (default: one per CPU).
 
     Worker processes are started with ``spawn`` (forking a process that holds ONNX Runtime, SQLite and index
-    threads is unsafe), on the first `process` call or by `start`, and live until `close`. At most
+    threads is unsafe), on the first `process` call or by `start`, and live until `close` (or until this process
+    dies, kill -9 included). ``import_main=False`` spares them the re-import of the main script that ``spawn``
+    does so that functions defined there unpickle: the knowledge base's own pool, which runs only llmops code, turns it
+    off, so a script that ingests at its top level (without ``if __name__ == "__main__":``) is not re-run in every
+    worker, where it would ingest again, or fail to start its own workers. At most
     ``in_flight_per_worker`` batches per worker are queued, so memory stays bounded however many documents a run has.
     """
 
@@ -113,6 +154,7 @@ class LocalPoolProcessor:
         batch_size: int = 4,
         batch_bytes: int = 4 * 1024 * 1024,
         in_flight_per_worker: int = 2,
+        import_main: bool = True,
     ) -> None:
         if (workers is not None and workers < 1) or threads < 1 or batch_size < 1 or in_flight_per_worker < 1:
             raise ValueError("workers, threads, batch_size and in_flight_per_worker must be at least 1")
@@ -124,6 +166,7 @@ class LocalPoolProcessor:
         self._batch_size = batch_size
         self._batch_bytes = batch_bytes
         self._in_flight = in_flight_per_worker
+        self._import_main = import_main
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
@@ -136,7 +179,10 @@ class LocalPoolProcessor:
             initargs=(self.chunking.canonical_json(), self._embedder_factory, self._parsers_factory),
         )
         try:
-            models = {future.result() for future in [pool.submit(_model) for _ in range(self.workers)]}
+            # Every worker is spawned here, by these submissions (never later: the pool stays at full size).
+            with contextlib.nullcontext() if self._import_main else _main_module_hidden():
+                futures = [pool.submit(_model) for _ in range(self.workers)]
+            models = {future.result() for future in futures}
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -148,10 +194,16 @@ class LocalPoolProcessor:
                 f"{self._expected_model}"
             )
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
+        """Stop the workers: after their current batch, waiting for them unless ``wait`` is false (a failed or
+        interrupted run does not wait; the workers exit on their own once their batch is done)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
 
     def __enter__(self) -> LocalPoolProcessor:
         self.start()
@@ -160,7 +212,7 @@ class LocalPoolProcessor:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(wait=exc_type is None)
 
     def process(self, items: Sequence[WorkItem]) -> Iterator[tuple[WorkItem, ProcessedDocument | ParseError]]:
         if not items:
@@ -189,3 +241,18 @@ class LocalPoolProcessor:
         finally:
             for future in running:
                 future.cancel()
+
+
+def worker_embedder_factory(embedder: Embedder) -> EmbedderFactory | None:
+    """How worker processes rebuild ``embedder``, or None when they cannot be trusted to.
+
+    The bundled MiniLM model is rebuilt from its file with the same ONNX batch size and one thread (a worker is one
+    CPU), so workers' vectors are the in-process ones. Any other embedder is left in-process: an HTTP embedder gains
+    nothing from processes and holds connections that do not pickle; a plugin model may not pickle, or may hold a
+    GPU that N copies would not share.
+    """
+    if type(embedder) is MiniLMEmbedder:
+        return functools.partial(
+            MiniLMEmbedder, threads=1, batch_size=embedder.batch_size, model_path=embedder.model_path
+        )
+    return None
