@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -123,3 +125,11 @@ def test_the_setting_reaches_the_knowledge_base(tmp_path: Path) -> None:
         assert platform.knowledge.ingest_workers == 1
     finally:
         platform.close()
+
+
+def test_a_worker_process_starts_without_scipy() -> None:
+    """What a spawned worker imports (the pool module) leaves out datasketch and the scipy it imports (~1 s of each
+    worker's start-up, which the auto threshold pays for); the driver imports them when it deduplicates."""
+    code = "import sys, llmops.knowledge._pool; print(sorted({'scipy', 'datasketch'} & set(sys.modules)))"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"

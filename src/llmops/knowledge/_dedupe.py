@@ -10,9 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+if TYPE_CHECKING:
+    from datasketch import LeanMinHash
+
+# datasketch is imported where it is used: importing it imports scipy's integrate and optimize (~1 s), which every
+# llmops command and every ingestion worker process (which never deduplicate) would otherwise pay at start.
 
 __all__ = ["NearDuplicate", "NearDuplicateIndex", "signature"]
 
@@ -33,12 +39,16 @@ def signature(text: str) -> bytes:
     """The MinHash signature of ``text`` as bytes (stored with the document)."""
     words = _WORD.findall(text.lower())
     shingles = {" ".join(words[i : i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))}
+    from datasketch import MinHash
+
     minhash = MinHash(num_perm=NUM_PERM, scheme=SCHEME)
     minhash.update_batch([shingle.encode() for shingle in shingles if shingle])
     return np.asarray(minhash.hashvalues, dtype=np.uint64).tobytes()
 
 
 def _minhash(data: bytes) -> LeanMinHash:
+    from datasketch import LeanMinHash
+
     return LeanMinHash(seed=1, hashvalues=np.frombuffer(data, dtype=np.uint64), scheme=SCHEME)
 
 
@@ -46,6 +56,8 @@ class NearDuplicateIndex:
     """Signatures of the documents in the index; `check` reports which known document a new one nearly copies."""
 
     def __init__(self, threshold: float = 0.8) -> None:
+        from datasketch import MinHashLSH
+
         self.threshold = threshold
         self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
         self._signatures: dict[str, LeanMinHash] = {}
