@@ -9,6 +9,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,25 @@ def test_a_killed_run_takes_its_workers_with_it_and_the_next_run_completes(tmp_p
         ).fetchone()[0]
         building = connection.execute("SELECT count(*) FROM index_snapshots WHERE status != 'ready'").fetchone()[0]
     assert documents == 86 and building == 0
+
+
+def test_a_script_that_ingests_at_top_level_without_a_main_guard(tmp_path: Path) -> None:
+    """``spawn`` re-runs the main script in each worker unless told not to: a script without
+    ``if __name__ == "__main__":`` would ingest again in every worker (and fail to start workers of its own)."""
+    script = tmp_path / "ingest_docs.py"
+    script.write_text(
+        "from llmops import Platform, Settings\n"
+        "print('script ran', flush=True)\n"
+        "platform = Platform(Settings())\n"
+        f"report = platform.knowledge.ingest({str(SAMPLES)!r}, workers=2)\n"
+        "platform.close()\n"
+        "print(report.processor, report.workers, len(report.failed), len(report.added), flush=True)\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run([sys.executable, str(script)], env=clean_env(tmp_path / "data"), capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines.count("script ran") == 1, done.stdout  # the workers did not re-run it
+    processor, workers, failed, added = lines[-1].split()
+    assert (processor, workers, failed) == ("LocalPoolProcessor", "2", "0") and int(added) > 0
