@@ -25,7 +25,14 @@ from llmops.knowledge._parsers import ParseError, Parser
 from llmops.knowledge._pool import LocalPoolProcessor
 from llmops.knowledge._processing import ProcessedDocument
 
-__all__ = ["POOL_MIN_BYTES", "POOL_MIN_DOCUMENTS", "AutoProcessor", "available_cpus", "shipped_parsers"]
+__all__ = [
+    "POOL_MIN_BYTES",
+    "POOL_MIN_DOCUMENTS",
+    "AutoProcessor",
+    "available_cpus",
+    "parsers_factory",
+    "shipped_parsers",
+]
 
 # Measured on a 2-core AMD EPYC, all-MiniLM-L6-v2 int8, subsets of bench/ingest.py's corpus ingested with defaults
 # pinned in-process (workers=1) and with two workers (workers=2), the machine also running other work (load ~1.9):

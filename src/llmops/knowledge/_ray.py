@@ -25,8 +25,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from llmops.knowledge._chunking_config import ChunkingConfig
 from llmops.knowledge._embedder import Embedder, MiniLMEmbedder
 from llmops.knowledge._ingest import WorkItem
-from llmops.knowledge._parsers import ParseError, Parser, default_parsers
-from llmops.knowledge._pool import DocumentWorker, EmbedderFactory, ParsersFactory, WorkerResult, batches
+from llmops.knowledge._parallel import parsers_factory
+from llmops.knowledge._parsers import ParseError, default_parsers
+from llmops.knowledge._pool import (
+    DocumentWorker,
+    EmbedderFactory,
+    ParsersFactory,
+    WorkerResult,
+    batches,
+    worker_embedder_factory,
+)
 from llmops.knowledge._processing import ProcessedDocument
 
 if TYPE_CHECKING:
@@ -201,18 +209,14 @@ def ray_processor_from_settings(address: str, platform: _PlatformLike, **options
     The parsers are the knowledge base's own instances, shipped likewise.
     """
     embedder = platform.embedder
-    factory: EmbedderFactory
-    if isinstance(embedder, MiniLMEmbedder):
-        factory = functools.partial(MiniLMEmbedder, threads=1)
-    else:
-        factory = functools.partial(_shipped, embedder)
-    # The knowledge base's own parser instances (stateless, picklable), so plugin parsers run on the workers too.
-    parsers = list({id(parser): parser for parser in platform.knowledge.parsers.values()}.values())
+    # As the local worker pool rebuilds it (one thread, the same batch size and model file), else shipped as it is.
+    factory: EmbedderFactory = worker_embedder_factory(embedder) or functools.partial(_shipped, embedder)
     return RayProcessor(
         address,
         platform.knowledge.chunking,
         embedder_factory=factory,
-        parsers_factory=functools.partial(_shipped_parsers, parsers),
+        # The knowledge base's own parser instances (stateless, picklable), so plugin parsers run on the workers too.
+        parsers_factory=parsers_factory(list(platform.knowledge.parsers.values())),
         expected_model=embedder.name,
         **options,
     )
@@ -220,7 +224,3 @@ def ray_processor_from_settings(address: str, platform: _PlatformLike, **options
 
 def _shipped(embedder: Embedder) -> Embedder:
     return embedder
-
-
-def _shipped_parsers(parsers: list[Parser]) -> list[Parser]:
-    return parsers
