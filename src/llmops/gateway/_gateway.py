@@ -39,6 +39,7 @@ from llmops.gateway._cache import (
     SemanticCache,
     exact_key,
 )
+from llmops.gateway._deadline import UpstreamDeadline
 from llmops.gateway._limits import Caller, InProcessCounters, LimitEnforcer, RedisCounters, Reservation
 from llmops.gateway._prices import PriceBook
 from llmops.gateway._routing import Route, Router
@@ -331,17 +332,14 @@ class Gateway:
             parts: list[str] = []
             calls: dict[int, dict[str, Any]] = {}
             finish: Finish | None = None
-            loop = asyncio.get_running_loop()
-            begun = loop.time()
-            deadline = begun + s.total_timeout_s
+            begun = asyncio.get_running_loop().time()
+            # Times only the waits on the upstream (never the caller's work between events).
+            deadline = UpstreamDeadline(first_at=begun + s.first_token_timeout_s, total_at=begun + s.total_timeout_s)
             events = provider.stream(config.model, call).__aiter__()
             try:
                 while True:
-                    # Time only the waits on the upstream (never the caller's work between events).
-                    limit = min(deadline, begun + s.first_token_timeout_s) if first is None else deadline
                     try:
-                        async with asyncio.timeout_at(limit):
-                            event = await events.__anext__()
+                        event = await deadline.next(events)
                     except StopAsyncIteration:
                         break
                     if isinstance(event, Finish):
@@ -377,6 +375,8 @@ class Gateway:
                     return
                 await asyncio.sleep(self._backoff(attempt))
                 continue
+            finally:
+                deadline.close()
             breaker.record_success()
             result = self._result(request, alias, finish.usage, None, started, first or last, last, attempts,
                                   text="".join(parts), finish=finish, tool_calls=_tool_calls(calls))  # fmt: skip
