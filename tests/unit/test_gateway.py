@@ -20,11 +20,15 @@ from llmops.gateway import (
     AnthropicProvider,
     ChatRequest,
     ChatResult,
+    Finish,
     Gateway,
     OpenAICompatibleProvider,
     ProviderError,
+    StreamEvent,
+    TextDelta,
     Timeouts,
     UnknownModelError,
+    Usage,
 )
 from llmops.testing import ScriptedProvider
 
@@ -129,24 +133,35 @@ def test_tool_calls_stream_through(
         assert fake.bodies["tools"]["tool_choice"] == {"type": "any"}
 
 
-def test_retries_on_retryable_errors(upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_retries_on_retryable_errors(
+    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter, stream: bool
+) -> None:
     fake, base = upstream
     fake.requests.pop("flaky", None)
-    result = _run(_gateway(exporter, _openai("m", "flaky", base)), ChatRequest(model="m", messages=HELLO))
+    result = _run(
+        _gateway(exporter, _openai("m", "flaky", base)), ChatRequest(model="m", messages=HELLO, stream=stream)
+    )
     assert result.text == "Hello world" and result.attempts == 3 and fake.requests["flaky"] == 3
     assert dict(_span(exporter).attributes or {})["llmops.retries"] == 2
 
 
-def test_no_retry_on_a_bad_request(upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_no_retry_on_a_bad_request(
+    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter, stream: bool
+) -> None:
     fake, base = upstream
     fake.requests.pop("bad-request", None)
     gateway = _gateway(exporter, _openai("m", "bad-request", base, fallbacks=["b"]), _openai("b", "ok", base))
     with pytest.raises(ProviderError, match="answered 400"):
-        _run(gateway, ChatRequest(model="m", messages=HELLO))
+        _run(gateway, ChatRequest(model="m", messages=HELLO, stream=stream))
     assert fake.requests["bad-request"] == 1  # neither retried nor sent to the fallback
 
 
-def test_fallback_chain_across_providers(upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_fallback_chain_across_providers(
+    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter, stream: bool
+) -> None:
     _fake, base = upstream
     gateway = _gateway(
         exporter,
@@ -154,30 +169,32 @@ def test_fallback_chain_across_providers(upstream: tuple[FakeUpstream, str], exp
         _openai("second", "overloaded", base),
         _anthropic("third", "ok", base),
     )
-    result = _run(gateway, ChatRequest(model="primary", messages=HELLO))
+    result = _run(gateway, ChatRequest(model="primary", messages=HELLO, stream=stream))
     assert result.served_by == "third" and result.fallbacks == ["primary", "second"] and result.attempts == 7
     attributes = dict(_span(exporter).attributes or {})
     assert attributes["llmops.served_by"] == "third" and list(attributes["llmops.fallbacks"]) == ["primary", "second"]  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_every_upstream_failing_is_one_clear_error(
-    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter
+    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter, stream: bool
 ) -> None:
     _fake, base = upstream
     gateway = _gateway(exporter, _openai("a", "fail-500", base, fallbacks=["b"]), _anthropic("b", "overloaded", base))
     with pytest.raises(ProviderError, match=r"every upstream failed for 'a': a: .*answered 500.*b: .*answered 529"):
-        _run(gateway, ChatRequest(model="a", messages=HELLO))
+        _run(gateway, ChatRequest(model="a", messages=HELLO, stream=stream))
     assert _span(exporter).status.status_code.name == "ERROR"
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_a_stall_before_the_first_token_times_out_and_fails_over(
-    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter
+    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter, stream: bool
 ) -> None:
     _fake, base = upstream
     settings = FAST.model_copy(update={"retries": 0})
     gateway = _gateway(exporter, _openai("slow", "stall", base, fallbacks=["fast"]), _openai("fast", "ok", base),
                        settings=settings)  # fmt: skip
-    result = _run(gateway, ChatRequest(model="slow", messages=HELLO))
+    result = _run(gateway, ChatRequest(model="slow", messages=HELLO, stream=stream))
     assert result.served_by == "fast" and result.fallbacks == ["slow"]
 
 
@@ -201,18 +218,22 @@ def test_a_stream_cut_after_text_is_an_error_not_a_short_answer(
             asyncio.run(collect())
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_a_cut_stream_before_any_text_fails_over(
-    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter
+    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter, stream: bool
 ) -> None:
     # ScriptedProvider fails on its first piece: nothing was sent, so the gateway may try the fallback.
     _fake, base = upstream
     broken = (ModelConfig(name="m", provider="scripted", fallbacks=["b"]), ScriptedProvider("a b", fail_after=0))
-    result = _run(_gateway(exporter, broken, _openai("b", "ok", base)), ChatRequest(model="m", messages=HELLO))
+    result = _run(
+        _gateway(exporter, broken, _openai("b", "ok", base)), ChatRequest(model="m", messages=HELLO, stream=stream)
+    )
     assert result.served_by == "b" and result.text == "Hello world"
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_the_circuit_breaker_opens_and_probes_back(
-    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter
+    upstream: tuple[FakeUpstream, str], exporter: InMemorySpanExporter, stream: bool
 ) -> None:
     fake, base = upstream
     settings = FAST.model_copy(update={"retries": 0, "breaker_failures": 2, "breaker_cooldown_s": 0.3})
@@ -223,12 +244,16 @@ def test_the_circuit_breaker_opens_and_probes_back(
     async def scenario() -> list[str]:
         served = []
         for _ in range(5):
-            served.append((await gateway.complete(ChatRequest(model="a", messages=HELLO, cache=False))).served_by)
+            served.append(
+                (await gateway.complete(ChatRequest(model="a", messages=HELLO, stream=stream, cache=False))).served_by
+            )
         assert gateway.breaker("a").state == "open"
         assert fake.requests["fail-500"] == 2  # the open circuit sent nothing more to the failing upstream
         await asyncio.sleep(0.35)
         assert gateway.breaker("a").state == "half-open"
-        await gateway.complete(ChatRequest(model="a", messages=HELLO, cache=False))  # the probe: fails, opens again
+        await gateway.complete(
+            ChatRequest(model="a", messages=HELLO, stream=stream, cache=False)
+        )  # the probe: fails, opens again
         assert fake.requests["fail-500"] == 3 and gateway.breaker("a").state == "open"
         await gateway.aclose()
         return served
@@ -394,3 +419,27 @@ def test_credentials_come_from_the_environment_or_a_secrets_file(
     missing = by_file.model_copy(update={"api_key_file": tmp_path / "absent.key"})
     with pytest.raises(ValueError, match="cannot read api_key_file"):
         OpenAICompatibleProvider.from_config(missing, settings)
+
+
+def test_a_request_that_does_not_stream_takes_the_providers_whole_answer(exporter: InMemorySpanExporter) -> None:
+    class WholeAnswers(ScriptedProvider):
+        """Streams its script; answers whole requests in one call with other text."""
+
+        def __init__(self) -> None:
+            super().__init__("streamed answer")
+            self.whole: list[ChatRequest] = []
+
+        async def complete(self, model: str, request: ChatRequest) -> list[StreamEvent]:
+            self.whole.append(request)
+            return [TextDelta("whole answer"), Finish("stop", Usage(3, 2), f"whole-{model}")]
+
+    provider = WholeAnswers()
+    config = ModelConfig(name="m", provider="scripted", model="v1", params={"max_tokens": 7})
+    whole = _run(_gateway(exporter, (config, provider)), ChatRequest(model="m", messages=HELLO, stream=False))
+    assert (whole.text, whole.response_model, whole.usage.output_tokens) == ("whole answer", "whole-v1", 2)
+    assert len(provider.whole) == 1 and provider.whole[0].max_tokens == 7  # the alias's defaults still apply
+    assert provider.requests == []  # its stream was never opened
+    attributes = dict(_span(exporter).attributes or {})
+    assert attributes["gen_ai.request.stream"] is False and attributes["llmops.cost_usd"] == 0.0
+    streamed = _run(_gateway(exporter, (config, provider)), ChatRequest(model="m", messages=HELLO))
+    assert streamed.text == "streamed answer" and len(provider.whole) == 1

@@ -16,7 +16,7 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,7 +43,16 @@ from llmops.gateway._deadline import UpstreamDeadline
 from llmops.gateway._limits import Caller, InProcessCounters, LimitEnforcer, RedisCounters, Reservation
 from llmops.gateway._prices import PriceBook
 from llmops.gateway._routing import Route, Router
-from llmops.gateway._types import ChatRequest, ChatResult, Finish, Provider, ProviderError, TextDelta, ToolCallDelta
+from llmops.gateway._types import (
+    ChatRequest,
+    ChatResult,
+    Finish,
+    Provider,
+    ProviderError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+)
 
 __all__ = ["EmbeddingProvider", "EmbeddingResult", "Gateway", "UnknownModelError"]
 
@@ -82,6 +91,92 @@ class _Attempts:
     tried: int = 0  # aliases tried
     failed: list[str] = field(default_factory=list)  # aliases that failed or were skipped, in order
     errors: list[str] = field(default_factory=list)
+
+
+class _Call:
+    """One call's accounting, around its answer (``async with``): the span, the reservation against limits (made on
+    entry), what the attempts did; on exit it settles and records the call, or releases and records the failure.
+    The streamed and the whole-answer paths share it."""
+
+    __slots__ = ("attempts", "cache_scope", "caller", "gateway", "request", "request_id", "reservation", "result",
+                 "route", "span", "started")  # fmt: skip
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        request: ChatRequest,
+        context: Context | None,
+        request_id: str | None,
+        caller: Caller | None,
+    ) -> None:
+        self.gateway = gateway
+        self.request = request
+        self.request_id = request_id
+        self.route = route = gateway._route(request)
+        self.caller = caller = caller or Caller(user=request.user)
+        self.cache_scope = caller.team or caller.user or caller.key_name or "*"
+        self.span = span = gateway._tracer.start_span(f"chat {request.model}", context=context,
+                                                      kind=trace.SpanKind.CLIENT)  # fmt: skip
+        span.set_attributes(
+            {
+                genai.GEN_AI_OPERATION_NAME: "chat",
+                genai.GEN_AI_REQUEST_MODEL: request.model,
+                genai.GEN_AI_REQUEST_TEMPERATURE: request.temperature,
+                genai.GEN_AI_REQUEST_TOP_P: request.top_p,
+                genai.GEN_AI_REQUEST_STREAM: request.stream,
+            }
+        )
+        if request.max_tokens is not None:
+            span.set_attribute(genai.GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens)
+        if request_id is not None:
+            span.set_attribute("llmops.request_id", request_id)
+        if route.policy != "alias":
+            span.set_attributes({"llmops.route.policy": route.policy, "llmops.route.model": route.alias,
+                                 "llmops.route.reason": route.reason})  # fmt: skip
+        self.started = time.perf_counter()
+        self.attempts = _Attempts()
+        self.reservation: Reservation | None = None
+        self.result: ChatResult | None = None
+
+    async def __aenter__(self) -> _Call:
+        gateway = self.gateway
+        try:
+            self.reservation = await gateway.limits.admit(
+                self.caller, **gateway._estimate(self.route.alias, self.request)
+            )
+        except BaseException as exc:
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, _tb: object) -> None:
+        gateway, span, result = self.gateway, self.span, self.result
+        try:
+            if exc is None and result is not None and self.reservation is not None:
+                try:
+                    alerts = await gateway.limits.settle(
+                        self.reservation, tokens=result.usage.total_tokens, cost=result.cost_usd
+                    )
+                except BaseException as failure:
+                    self._failed(failure)
+                    raise
+                gateway._record(span, self.request, result, self.route, self.attempts, self.caller, self.request_id,
+                                alerts)  # fmt: skip
+                return
+            if self.reservation is not None and result is None:
+                await gateway.limits.release(self.reservation)
+            if isinstance(exc, GeneratorExit):
+                # The caller stopped reading (a guardrail ended the answer, or the client left): not an upstream error.
+                span.set_attribute("llmops.cancelled", True)
+            elif exc is not None:
+                self._failed(exc)
+        finally:
+            span.end()
+
+    def _failed(self, exc: BaseException) -> None:
+        mark_error(self.span, exc)
+        self.gateway._record_failure(self.request, self.route, self.attempts, self.caller, self.request_id,
+                                     self.started, exc)  # fmt: skip
 
 
 class Gateway:
@@ -197,13 +292,21 @@ class Gateway:
         request_id: str | None = None,
         caller: Caller | None = None,
     ) -> ChatResult:
-        """Generate the whole answer (streamed internally, so time to first token is measured too)."""
-        result: ChatResult | None = None
-        async for event in self.stream(request, context=context, request_id=request_id, caller=caller):
-            if isinstance(event, ChatResult):
-                result = event
-        assert result is not None  # stream() ends with a result or raises
-        return result
+        """Generate the whole answer.
+
+        A request that streams (``request.stream``, the default) is streamed internally, so time to first token is
+        measured too. One that does not is asked of each upstream whose provider can answer in one response
+        (``complete``) without the stream's per-event machinery: the server's non-streamed chat completions."""
+        if request.stream:
+            result: ChatResult | None = None
+            async for event in self.stream(request, context=context, request_id=request_id, caller=caller):
+                if isinstance(event, ChatResult):
+                    result = event
+            assert result is not None  # stream() ends with a result or raises
+            return result
+        async with _Call(self, request, context, request_id, caller) as call:
+            call.result = await self._answer_whole(call)
+        return call.result
 
     async def stream(
         self,
@@ -216,54 +319,14 @@ class Gateway:
         """Yields text and tool-call deltas, then one `ChatResult`; raises `ProviderError`, `UnknownModelError` or
         `LimitExceededError`. ``context`` is the trace context to record the span under; ``request_id`` names the
         request when this call is the whole request (its span is then the trace's root)."""
-        route = self._route(request)
-        caller = caller or Caller(user=request.user)
-        span = self._tracer.start_span(f"chat {request.model}", context=context, kind=trace.SpanKind.CLIENT)
-        span.set_attributes(
-            {
-                genai.GEN_AI_OPERATION_NAME: "chat",
-                genai.GEN_AI_REQUEST_MODEL: request.model,
-                genai.GEN_AI_REQUEST_TEMPERATURE: request.temperature,
-                genai.GEN_AI_REQUEST_TOP_P: request.top_p,
-                genai.GEN_AI_REQUEST_STREAM: True,
-            }
-        )
-        if request.max_tokens is not None:
-            span.set_attribute(genai.GEN_AI_REQUEST_MAX_TOKENS, request.max_tokens)
-        if request_id is not None:
-            span.set_attribute("llmops.request_id", request_id)
-        if route.policy != "alias":
-            span.set_attributes({"llmops.route.policy": route.policy, "llmops.route.model": route.alias,
-                                 "llmops.route.reason": route.reason})  # fmt: skip
-        started = time.perf_counter()
-        attempts = _Attempts()
-        reservation: Reservation | None = None
-        result: ChatResult | None = None
-        try:
-            reservation = await self.limits.admit(caller, **self._estimate(route.alias, request))
-            async for event in self._answer(request, route, caller, attempts, started):
+        async with _Call(self, request, context, request_id, caller) as call:
+            async for event in self._answer(call):
                 if isinstance(event, ChatResult):
-                    result = event
+                    call.result = event
                 else:
                     yield event
-            assert result is not None
-            alerts = await self.limits.settle(reservation, tokens=result.usage.total_tokens, cost=result.cost_usd)
-            self._record(span, request, result, route, attempts, caller, request_id, alerts)
-        except GeneratorExit:
-            # The caller stopped reading (a guardrail ended the answer, or the client left): not an upstream error.
-            if reservation is not None and result is None:
-                await self.limits.release(reservation)
-            span.set_attribute("llmops.cancelled", True)
-            raise
-        except BaseException as exc:
-            if reservation is not None and result is None:
-                await self.limits.release(reservation)
-            mark_error(span, exc)
-            self._record_failure(request, route, attempts, caller, request_id, started, exc)
-            raise
-        finally:
-            span.end()
-        yield result  # after the span ended: when it is the root, the trace is journalled before the caller has it
+        assert call.result is not None
+        yield call.result  # after the span ended: when it is the root, the trace is journalled before the caller has it
 
     def _route(self, request: ChatRequest) -> Route:
         router = self.routers.get(request.model)
@@ -282,50 +345,75 @@ class Gateway:
         cost = (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1_000_000
         return {"tokens": input_tokens + output_tokens, "max_cost": cost}
 
-    async def _answer(
-        self, request: ChatRequest, route: Route, caller: Caller, attempts: _Attempts, started: float
-    ) -> AsyncIterator[GatewayEvent]:
-        chain = [route.alias, *self._chat[route.alias].fallbacks]
-        cache_scope = caller.team or caller.user or caller.key_name or "*"
-        cached = self._cached(request, route.alias, cache_scope)
+    async def _answer(self, call: _Call) -> AsyncIterator[GatewayEvent]:
+        cached = self._from_cache(call)
         if cached is not None:
-            answer, kind = cached
-            if answer.text:
-                yield TextDelta(answer.text)
-            yield self._result(request, route.alias, answer.usage, answer, started, started, started,
-                               attempts, cache_hit=kind)  # fmt: skip
+            if cached.text:
+                yield TextDelta(cached.text)
+            yield cached
             return
-        for alias in chain:
-            breaker = self._breakers[alias]
-            if not breaker.allow():
-                attempts.failed.append(alias)
-                attempts.errors.append(f"{alias}: circuit open")
-                continue
-            attempts.tried += 1
+        for alias in self._chain(call):
             answered = False
             # Consume the attempt to its end (no early return): an async generator left half-way is finalised
             # later through the event loop's self-pipe, a system call per request.
-            async for event in self._try_alias(alias, request, attempts, started):
+            async for event in self._try_alias(alias, call):
                 yield event
                 if isinstance(event, ChatResult):
-                    self._store_in_cache(request, alias, cache_scope, event)
+                    self._store_in_cache(call, alias, event)
                     answered = True
             if answered:
                 return
-            attempts.failed.append(alias)
-        raise ProviderError(f"every upstream failed for {request.model!r}: {'; '.join(attempts.errors)}", status=502)
+            call.attempts.failed.append(alias)
+        raise self._every_upstream_failed(call)
 
-    async def _try_alias(
-        self, alias: str, request: ChatRequest, attempts: _Attempts, started: float
-    ) -> AsyncIterator[GatewayEvent]:
+    async def _answer_whole(self, call: _Call) -> ChatResult:
+        """`_answer` for a request that does not stream, as one coroutine: no per-event generators on the way."""
+        cached = self._from_cache(call)
+        if cached is not None:
+            return cached
+        for alias in self._chain(call):
+            whole = getattr(self._providers[alias], "complete", None)
+            result: ChatResult | None = None
+            if whole is not None:
+                result = await self._try_alias_whole(alias, whole, call)
+            else:  # a provider that only streams (the local model, plugins)
+                async for event in self._try_alias(alias, call):
+                    if isinstance(event, ChatResult):
+                        result = event
+            if result is not None:
+                self._store_in_cache(call, alias, result)
+                return result
+            call.attempts.failed.append(alias)
+        raise self._every_upstream_failed(call)
+
+    def _chain(self, call: _Call) -> Iterator[str]:
+        """The routed alias, then its fallbacks, skipping those whose circuit is open."""
+        for alias in (call.route.alias, *self._chat[call.route.alias].fallbacks):
+            if not self._breakers[alias].allow():
+                call.attempts.failed.append(alias)
+                call.attempts.errors.append(f"{alias}: circuit open")
+                continue
+            call.attempts.tried += 1
+            yield alias
+
+    def _every_upstream_failed(self, call: _Call) -> ProviderError:
+        errors = "; ".join(call.attempts.errors)
+        return ProviderError(f"every upstream failed for {call.request.model!r}: {errors}", status=502)
+
+    def _upstream_request(self, alias: str, request: ChatRequest) -> ChatRequest:
+        """The request as sent to ``alias``: the alias's default max_tokens when the caller set none."""
+        params = self._chat[alias].params
+        if request.max_tokens is None and "max_tokens" in params:
+            return replace(request, max_tokens=int(params["max_tokens"]))
+        return request
+
+    async def _try_alias(self, alias: str, call: _Call) -> AsyncIterator[GatewayEvent]:
         """Try one alias with retries. Returns without a result when it failed before sending anything."""
-        config, provider, breaker = self._chat[alias], self._providers[alias], self._breakers[alias]
+        provider = self._providers[alias]
         s = self.settings
-        call = request  # the upstream model id travels beside the request, not in it
-        if call.max_tokens is None and "max_tokens" in config.params:
-            call = replace(call, max_tokens=int(config.params["max_tokens"]))
+        upstream_request = self._upstream_request(alias, call.request)
         for attempt in range(s.retries + 1):
-            attempts.count += 1
+            call.attempts.count += 1
             sent = False
             first: float | None = None
             last = time.perf_counter()
@@ -335,7 +423,7 @@ class Gateway:
             begun = asyncio.get_running_loop().time()
             # Times only the waits on the upstream (never the caller's work between events).
             deadline = UpstreamDeadline(first_at=begun + s.first_token_timeout_s, total_at=begun + s.total_timeout_s)
-            events = provider.stream(config.model, call).__aiter__()
+            events = provider.stream(self._chat[alias].model, upstream_request).__aiter__()
             try:
                 while True:
                     try:
@@ -357,35 +445,83 @@ class Gateway:
                     raise ProviderError(f"{alias} ended the stream without finishing", retryable=True)
             except (ProviderError, TimeoutError) as exc:
                 await _close_quietly(events)
-                breaker.record_failure()
-                error = (
-                    exc
-                    if isinstance(exc, ProviderError)
-                    else ProviderError(
-                        f"{alias} timed out ({'before the first token' if first is None else 'in total'})",
-                        retryable=True,
-                    )
-                )
-                attempts.errors.append(f"{alias}: {error}")
-                if sent:
-                    raise ProviderError(f"{alias} failed after the answer started: {error}", status=502) from exc
-                if error.status in (400, 413, 422):
-                    raise error from exc  # the request itself is wrong: no other upstream will take it
-                if not error.retryable or attempt == s.retries:
-                    return
-                await asyncio.sleep(self._backoff(attempt))
-                continue
+                if await self._retry_after(alias, exc, call, attempt, sent=sent, before_first=first is None):
+                    continue
+                return
             finally:
                 deadline.close()
-            breaker.record_success()
-            result = self._result(request, alias, finish.usage, None, started, first or last, last, attempts,
-                                  text="".join(parts), finish=finish, tool_calls=_tool_calls(calls))  # fmt: skip
-            if self.routers:
-                for router in self.routers.values():
-                    if alias in router.candidates:
-                        router.observe(alias, result.ttft_ms)
-            yield result
+            yield self._succeeded(alias, call, finish, first or last, last, "".join(parts), _tool_calls(calls))
             return
+
+    async def _try_alias_whole(
+        self, alias: str, whole: Callable[[str, ChatRequest], Awaitable[list[StreamEvent]]], call: _Call
+    ) -> ChatResult | None:
+        """`_try_alias` for an upstream that answers in one response: one limit (the first-token one, since the
+        first byte of the answer is all of it) around one await per attempt."""
+        s = self.settings
+        upstream_request = self._upstream_request(alias, call.request)
+        for attempt in range(s.retries + 1):
+            call.attempts.count += 1
+            try:
+                async with asyncio.timeout(min(s.first_token_timeout_s, s.total_timeout_s)):
+                    events = await whole(self._chat[alias].model, upstream_request)
+                parts, calls, finish = _collect(events)
+                if finish is None:
+                    raise ProviderError(f"{alias} ended the answer without finishing", retryable=True)
+            except (ProviderError, TimeoutError) as exc:
+                if await self._retry_after(alias, exc, call, attempt, sent=False, before_first=True):
+                    continue
+                return None
+            last = time.perf_counter()
+            return self._succeeded(alias, call, finish, last, last, "".join(parts), _tool_calls(calls))
+        return None
+
+    async def _retry_after(
+        self,
+        alias: str,
+        exc: ProviderError | TimeoutError,
+        call: _Call,
+        attempt: int,
+        *,
+        sent: bool,
+        before_first: bool,
+    ) -> bool:
+        """Count a failed attempt; True after the backoff when the same alias should be tried again. Raises when no
+        other attempt may follow (the answer had started, or the request itself is wrong)."""
+        self._breakers[alias].record_failure()
+        if isinstance(exc, ProviderError):
+            error = exc
+        else:
+            when = "before the first token" if before_first else "in total"
+            error = ProviderError(f"{alias} timed out ({when})", retryable=True)
+        call.attempts.errors.append(f"{alias}: {error}")
+        if sent:
+            raise ProviderError(f"{alias} failed after the answer started: {error}", status=502) from exc
+        if error.status in (400, 413, 422):
+            raise error from exc  # the request itself is wrong: no other upstream will take it
+        if not error.retryable or attempt == self.settings.retries:
+            return False
+        await asyncio.sleep(self._backoff(attempt))
+        return True
+
+    def _succeeded(
+        self,
+        alias: str,
+        call: _Call,
+        finish: Finish,
+        first: float,
+        last: float,
+        text: str,
+        tool_calls: list[dict[str, Any]],
+    ) -> ChatResult:
+        self._breakers[alias].record_success()
+        result = self._result(call.request, alias, finish.usage, None, call.started, first, last, call.attempts,
+                              text=text, finish=finish, tool_calls=tool_calls)  # fmt: skip
+        if self.routers:
+            for router in self.routers.values():
+                if alias in router.candidates:
+                    router.observe(alias, result.ttft_ms)
+        return result
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter: uniform in [0, min(max, base * 2^attempt)]."""
@@ -437,6 +573,16 @@ class Gateway:
             return request.cache
         return request.temperature == 0.0
 
+    def _from_cache(self, call: _Call) -> ChatResult | None:
+        """The routed alias's answer from the cache, as a result (no cost, no upstream)."""
+        cached = self._cached(call.request, call.route.alias, call.cache_scope)
+        if cached is None:
+            return None
+        answer, kind = cached
+        started = call.started
+        return self._result(call.request, call.route.alias, answer.usage, answer, started, started, started,
+                            call.attempts, cache_hit=kind)  # fmt: skip
+
     def _cached(self, request: ChatRequest, alias: str, scope: str) -> tuple[CachedAnswer, str] | None:
         if not self._cacheable(request):
             return None
@@ -455,7 +601,8 @@ class Gateway:
     def _semantic_scope(self, request: ChatRequest, alias: str, scope: str) -> str:
         return f"{alias}|{request.metadata.get('prompt_version', '')}|{scope}"
 
-    def _store_in_cache(self, request: ChatRequest, alias: str, scope: str, result: ChatResult) -> None:
+    def _store_in_cache(self, call: _Call, alias: str, result: ChatResult) -> None:
+        request, scope = call.request, call.cache_scope
         if not self._cacheable(request) or result.finish_reason not in ("stop", "tool_calls"):
             return
         answer = CachedAnswer(result.text, result.finish_reason, result.tool_calls, result.usage, result.response_model)
@@ -615,6 +762,21 @@ def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: ToolCallDelta) -> 
     if delta.name:
         call["function"]["name"] = delta.name
     call["function"]["arguments"] += delta.arguments
+
+
+def _collect(events: list[StreamEvent]) -> tuple[list[str], dict[int, dict[str, Any]], Finish | None]:
+    """The text pieces, tool calls and finish of a whole answer's events."""
+    parts: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish: Finish | None = None
+    for event in events:
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        elif isinstance(event, Finish):
+            finish = event
+        else:
+            _merge_tool_call(calls, event)
+    return parts, calls, finish
 
 
 def _tool_calls(calls: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -151,10 +151,15 @@ class HTTPProvider:
     def count_tokens(self, model: str, text: str) -> int:
         return (self._tokens or counter_for(model)).count(text)
 
+    async def complete(self, model: str, request: ChatRequest) -> list[StreamEvent]:
+        """The answer in one response instead of an event stream (less work on both sides): its events, `Finish`
+        last. The gateway calls this for requests that do not stream (``request.stream`` false)."""
+        data = await self.upstream.post_json(self.wire.path, self.wire.body(model, request))
+        return self.wire.parse(data, upstream=self.upstream.base_url, model=model)
+
     async def stream(self, model: str, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        if not request.stream:  # one response instead of an event stream: less work on both sides
-            data = await self.upstream.post_json(self.wire.path, self.wire.body(model, request))
-            for event in self.wire.parse(data, upstream=self.upstream.base_url, model=model):
+        if not request.stream:
+            for event in await self.complete(model, request):
                 yield event
             return
         prompt_text = "\n".join(str(m.get("content") or "") for m in request.messages)

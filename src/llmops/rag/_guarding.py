@@ -66,6 +66,20 @@ class GuardedGateway:
         self._guardrails = guardrails
         self._tracer = tracer
 
+    async def complete(
+        self, request: ChatRequest, *, request_id: str, caller: Caller | None = None
+    ) -> ChatResult | GuardrailStop:
+        """The whole answer, or the stop of the rail that ended it. An unguarded route takes the gateway's
+        whole-answer path (`Gateway.complete`); a guarded one runs the stream the rails read as it comes."""
+        if self._guardrails.engine(request.model) is None:
+            return await self._gateway.complete(request, request_id=request_id, caller=caller)
+        outcome: ChatResult | GuardrailStop | None = None
+        async for event in self.stream(request, request_id=request_id, caller=caller):
+            if isinstance(event, ChatResult | GuardrailStop):
+                outcome = event
+        assert outcome is not None  # the stream ends with a result or a stop, or raises
+        return outcome
+
     async def stream(
         self, request: ChatRequest, *, request_id: str, caller: Caller | None = None
     ) -> AsyncIterator[TextDelta | ToolCallDelta | ChatResult | GuardrailStop]:

@@ -203,10 +203,20 @@ class ChatCompletions:
         if is_rag and not any(m.role == "user" for m in body.messages):
             await _send_error(send, openai_error(400, "a RAG model needs a user message", kind="invalid_request_error"))
             return
+        chunks = _Chunks("chatcmpl-" + request_id.removeprefix("req_"), body.model)
+        if not body.stream and not is_rag:  # the gateway's whole-answer path: no event stream on the way
+            try:
+                outcome = await platform.guarded_gateway.complete(
+                    body.to_gateway(), request_id=request_id, caller=caller
+                )
+            except GATEWAY_ERRORS as exc:
+                await _send_error(send, gateway_error(exc))
+                return
+            await self._send_completion(send, chunks, _final_of(outcome, request_id), request_id)
+            return
         events = (
             _rag_events(platform, body, request_id) if is_rag else _gateway_events(platform, body, request_id, caller)
         )
-        chunks = _Chunks("chatcmpl-" + request_id.removeprefix("req_"), body.model)
         iterator = events.__aiter__()
         final: _Final | None = None
         try:
@@ -224,9 +234,7 @@ class ChatCompletions:
             if final is None:  # a stream must end with its result; without one, the answer is not complete
                 await _send_error(send, openai_error(502, "the answer ended without finishing", kind="upstream_error"))
                 return
-            payload = orjson.dumps(chunks.completion(final))
-            await _start(send, 200, "application/json", request_id, self._disclosure, len(payload))
-            await send({"type": "http.response.body", "body": payload})
+            await self._send_completion(send, chunks, final, request_id)
             return
         await _start(send, 200, "text/event-stream", request_id, self._disclosure)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -236,6 +244,11 @@ class ChatCompletions:
         finally:
             await iterator.aclose()  # type: ignore[attr-defined]  # the client left: stop the upstream too
         await send({"type": "http.response.body", "body": b""})
+
+    async def _send_completion(self, send: Send, chunks: _Chunks, final: _Final, request_id: str) -> None:
+        payload = orjson.dumps(chunks.completion(final))
+        await _start(send, 200, "application/json", request_id, self._disclosure, len(payload))
+        await send({"type": "http.response.body", "body": payload})
 
 
 async def _read(receive: Receive) -> bytes:
@@ -295,17 +308,20 @@ async def _gateway_events(
         if isinstance(event, GuardrailStop):
             if event.stage == "input":
                 yield TextDelta(event.message)
-            yield _Final(
-                "content_filter", event.message, None, [], {"request_id": request_id, "guardrail": event.to_dict()}
-            )
+            yield _final_of(event, request_id)
             return
-        if isinstance(event, ChatResult):
-            extra: dict[str, Any] = {"request_id": request_id}
-            if event.cache_hit:
-                extra["cache_hit"] = event.cache_hit
-            yield _Final(event.finish_reason, event.text, event.usage, event.tool_calls, extra)
-        else:
-            yield event
+        yield _final_of(event, request_id) if isinstance(event, ChatResult) else event
+
+
+def _final_of(outcome: ChatResult | GuardrailStop, request_id: str) -> _Final:
+    """The end of a gateway answer: its result, or the stop of the rail that ended it (``content_filter``)."""
+    if isinstance(outcome, GuardrailStop):
+        return _Final("content_filter", outcome.message, None, [], {"request_id": request_id,
+                                                                    "guardrail": outcome.to_dict()})  # fmt: skip
+    extra: dict[str, Any] = {"request_id": request_id}
+    if outcome.cache_hit:
+        extra["cache_hit"] = outcome.cache_hit
+    return _Final(outcome.finish_reason, outcome.text, outcome.usage, outcome.tool_calls, extra)
 
 
 class _Chunks:
