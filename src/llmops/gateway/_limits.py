@@ -10,6 +10,7 @@ share the limits and concurrent requests cannot overshoot them).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -76,9 +77,6 @@ def identify(
     metadata: dict[str, str] | None = None,
 ) -> Caller:
     """The caller for a request: the API key decides team/app/tags when it sets them; the request may add a user."""
-    import hashlib
-
-    metadata = metadata or {}
     key: ApiKeyConfig | None = None
     if bearer:
         if keys:  # with no keys configured any bearer passes (unless keys are required): nothing to hash
@@ -88,6 +86,9 @@ def identify(
             raise AuthenticationError("unknown API key")
     elif require_key:
         raise AuthenticationError("an API key is required: send Authorization: Bearer <key>")
+    if key is None and not metadata:  # the usual gateway call: nothing more to merge
+        return Caller(user=user or None)
+    metadata = metadata or {}
     tags = tuple(dict.fromkeys([*(key.tags if key else []), *filter(None, metadata.get("tags", "").split(","))]))
     return Caller(
         key_name=key.name if key else None,
