@@ -25,12 +25,15 @@ WORSE_MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant. Answer the user's question in one sentence."},
     {"role": "user", "content": "{{ question }}"},
 ]
-THRESHOLD = 0.35
+# The rule fires when the newest answers' faithfulness falls 20% below what the production prompt scored, as an
+# operator sets it from a measured baseline. The bundled model's answers (so the baseline) move with llama.cpp's
+# build: 0.568 when this test was written, 0.318 with llama-cpp-python 0.3.36; the worse prompt scores 0.200 with both.
+DROP = 0.8
 RULE = {
     "name": "faithfulness-drop",
     "description": "Sampled answers lost their grounding: roll the prompt back and ask a person to look.",
     "when": {"metric": "online:faithfulness", "app": "handbook-rag", "window_s": 3600, "last": 10, "min_count": 8,
-             "op": "<", "threshold": THRESHOLD},
+             "op": "<", "threshold": 0.0},  # set from the measured baseline
     "cooldown_s": 3600,
     "actions": [
         {"rollback_prompt": {"prompt": DEFAULT_RAG_PROMPT_NAME, "label": "production"}},
@@ -56,23 +59,30 @@ def _ask_all(platform: Platform, questions: list[str]) -> list[str]:
 
 def test_a_regressed_prompt_is_rolled_back_by_its_trigger(tmp_path: Path) -> None:
     rules = tmp_path / "triggers.yaml"
-    rules.write_text(yaml.safe_dump({"triggers": [RULE]}))
+    rules.write_text(yaml.safe_dump({"triggers": []}))
     settings = Settings(
         data_dir=tmp_path / "data",
         rag_apps=[RagConfig(online_eval_rate=1.0, max_answer_tokens=40)],
         triggers={"rules_file": rules},
         prompt_cache_ttl_s=0,  # a moved label takes effect at once (10 s by default)
     )
+    questions = _questions()
+    good, bad = questions[:8], questions[8:20]
+    # The baseline: the production prompt's answers, scored online.
     platform = Platform(settings)
     try:
         platform.knowledge.ingest(SAMPLES)
-        questions = _questions()
-        good, bad = questions[:8], questions[8:20]
-
         _ask_all(platform, good)
         before = platform.request_metrics.value("online:faithfulness", app="handbook-rag")
-        assert before.count == len(good) and before.value is not None and before.value >= THRESHOLD, before
-        assert platform.triggers.evaluate() == []
+    finally:
+        platform.close()
+    assert before.count == len(good) and before.value is not None and before.value > 0, before
+    threshold = round(before.value * DROP, 3)
+    rules.write_text(yaml.safe_dump({"triggers": [{**RULE, "when": {**RULE["when"], "threshold": threshold}}]}))
+
+    platform = Platform(settings)  # the rules file is read at start, as a restarted server reads it
+    try:
+        assert platform.triggers.evaluate() == []  # the baseline's own answers do not fire it
 
         worse = platform.prompts.create(DEFAULT_RAG_PROMPT_NAME, WORSE_MESSAGES, author="alice",
                                         variables={"question": "str", "sources": "list"},
@@ -85,7 +95,7 @@ def test_a_regressed_prompt_is_rolled_back_by_its_trigger(tmp_path: Path) -> Non
         print(f"faithfulness: v1 {before.value:.3f} over {before.count}; with v{worse.version}: {after.value:.3f}")
         (firing,) = platform.triggers.evaluate()
         assert firing["rule"] == "faithfulness-drop" and firing["status"] == "acted", firing
-        assert firing["inputs"]["value"] < THRESHOLD
+        assert firing["inputs"]["value"] < threshold
         assert platform.prompts.labels(DEFAULT_RAG_PROMPT_NAME)["production"] == 1
         assert platform.reviews.list()[0]["firing_id"] == firing["id"]
 

@@ -123,6 +123,10 @@ class Provider(Protocol):
 
     ``stream`` yields `TextDelta` / `ToolCallDelta` events and then exactly one `Finish`; on failure it raises
     `ProviderError` instead of finishing, so a cut answer can never pass as a complete one.
+
+    A provider may also have ``async def complete(model, request) -> list[StreamEvent]``: the whole answer of a
+    request that does not stream, in one call (the HTTP providers ask their upstream for one response). The gateway
+    uses it for such requests, with the first-token limit on the whole call; without it, they are streamed.
     """
 
     name: str
