@@ -313,3 +313,18 @@ def test_metrics_and_cli_reports(served: tuple[Platform, str], monkeypatch: pyte
     assert prices.exit_code == 0 and "smollm2-135m-instruct" in prices.output and "local" in prices.output
     repriced = runner.invoke(app, ["gateway", "reprice"])
     assert repriced.exit_code == 0 and "re-priced 1 calls" in repriced.output
+
+
+def test_a_whole_answer_that_fails_is_a_plain_error_with_its_ledger_row(served: tuple[Platform, str]) -> None:
+    platform, base = served
+    body = {"model": "broken", "messages": [{"role": "user", "content": "hi"}]}  # not streamed: one upstream response
+    messages = []
+    for policy in ("default", "none"):  # guarded (the rails read the stream), then unguarded (the whole-answer path)
+        platform.guardrails.settings.policies["broken"] = policy
+        response = httpx.post(f"{base}/v1/chat/completions", json=body)
+        assert response.status_code == 502, response.text
+        messages.append(response.json()["error"]["message"])
+    assert all("every upstream failed for 'broken'" in m and "malformed response" in m for m in messages), messages
+    platform.journal.flush()
+    failed = [c for c in platform.ledger.calls() if c["model"] == "broken"]
+    assert len(failed) == 2 and all(c["status"] == "error" and c["attempts"] == 3 for c in failed), failed
