@@ -465,7 +465,7 @@ class Gateway:
             try:
                 async with asyncio.timeout(min(s.first_token_timeout_s, s.total_timeout_s)):
                     events = await whole(self._chat[alias].model, upstream_request)
-                parts, calls, finish = _collect(events)
+                text, tool_calls, finish = _collect(events)
                 if finish is None:
                     raise ProviderError(f"{alias} ended the answer without finishing", retryable=True)
             except (ProviderError, TimeoutError) as exc:
@@ -473,7 +473,7 @@ class Gateway:
                     continue
                 return None
             last = time.perf_counter()
-            return self._succeeded(alias, call, finish, last, last, "".join(parts), _tool_calls(calls))
+            return self._succeeded(alias, call, finish, last, last, text, tool_calls)
         return None
 
     async def _retry_after(
@@ -764,8 +764,8 @@ def _merge_tool_call(calls: dict[int, dict[str, Any]], delta: ToolCallDelta) -> 
     call["function"]["arguments"] += delta.arguments
 
 
-def _collect(events: list[StreamEvent]) -> tuple[list[str], dict[int, dict[str, Any]], Finish | None]:
-    """The text pieces, tool calls and finish of a whole answer's events."""
+def _collect(events: list[StreamEvent]) -> tuple[str, list[dict[str, Any]], Finish | None]:
+    """The text, tool calls and finish of a whole answer's events."""
     parts: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     finish: Finish | None = None
@@ -776,7 +776,7 @@ def _collect(events: list[StreamEvent]) -> tuple[list[str], dict[int, dict[str, 
             finish = event
         else:
             _merge_tool_call(calls, event)
-    return parts, calls, finish
+    return "".join(parts), _tool_calls(calls), finish
 
 
 def _tool_calls(calls: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:

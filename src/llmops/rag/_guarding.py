@@ -71,10 +71,11 @@ class GuardedGateway:
     ) -> ChatResult | GuardrailStop:
         """The whole answer, or the stop of the rail that ended it. An unguarded route takes the gateway's
         whole-answer path (`Gateway.complete`); a guarded one runs the stream the rails read as it comes."""
-        if self._guardrails.engine(request.model) is None:
+        engine = self._guardrails.engine(request.model)
+        if engine is None:
             return await self._gateway.complete(request, request_id=request_id, caller=caller)
         outcome: ChatResult | GuardrailStop | None = None
-        async for event in self.stream(request, request_id=request_id, caller=caller):
+        async for event in self._guarded_stream(engine, request, request_id, caller):
             if isinstance(event, ChatResult | GuardrailStop):
                 outcome = event
         assert outcome is not None  # the stream ends with a result or a stop, or raises
@@ -88,6 +89,13 @@ class GuardedGateway:
             async for plain in self._gateway.stream(request, request_id=request_id, caller=caller):
                 yield plain
             return
+        async for event in self._guarded_stream(engine, request, request_id, caller):
+            yield event
+
+    async def _guarded_stream(
+        self, engine: GuardrailEngine, request: ChatRequest, request_id: str, caller: Caller | None
+    ) -> AsyncIterator[TextDelta | ToolCallDelta | ChatResult | GuardrailStop]:
+        """The stream under ``engine`` (the route's policy, resolved once by the caller), in its root span."""
         root = self._tracer.start_span(f"guarded {request.model}", kind=trace.SpanKind.SERVER)
         root.set_attributes({"llmops.request_id": request_id, genai.GEN_AI_REQUEST_MODEL: request.model})
         ctx = trace.set_span_in_context(root)
