@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import JSON, Column, DateTime
+from sqlalchemy import JSON, Column, DateTime, Table
 from sqlalchemy.engine import Dialect
 
 from llmops.store._base import Base
@@ -237,7 +237,7 @@ class SegmentWriter:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._plans: dict[str, tuple[str, list[tuple[str, Callable[[Any], Any]]]]] = {}
+        self._plans: dict[str, _InsertPlan] = {}
 
     def drain_file(self, segment: Path) -> None:
         """Insert a segment's rows, then delete it (rows already in the store are skipped)."""
@@ -255,8 +255,7 @@ class SegmentWriter:
                 if plan is None:
                     logger.error("journal holds rows for unknown table %r; skipped", name)
                     continue
-                sql, columns = plan
-                cursor.executemany(sql, [tuple(convert(row.get(c)) for c, convert in columns) for row in rows])
+                cursor.executemany(plan.sql, plan.parameters(rows))
             connection.commit()
         except BaseException:
             connection.rollback()
@@ -264,24 +263,44 @@ class SegmentWriter:
         finally:
             connection.close()
 
-    def _plan(self, name: str) -> tuple[str, list[tuple[str, Callable[[Any], Any]]]] | None:
-        """The INSERT statement for a table and, per column, how a journalled JSON value becomes a DB-API value."""
+    def _plan(self, name: str) -> _InsertPlan | None:
         plan = self._plans.get(name)
         if plan is None:
             table = Base.metadata.tables.get(name)
             if table is None:
                 return None
-            dialect = self._store.engine.dialect
-            names = [c.name for c in table.columns]
-            quoted = ", ".join(dialect.identifier_preparer.quote(n) for n in names)
-            marker = "?" if dialect.paramstyle == "qmark" else "%s"
-            values = ", ".join([marker] * len(names))
-            verb = "INSERT OR IGNORE" if dialect.name == "sqlite" else "INSERT"
-            tail = "" if dialect.name == "sqlite" else " ON CONFLICT DO NOTHING"
-            sql = f"{verb} INTO {dialect.identifier_preparer.format_table(table)} ({quoted}) VALUES ({values}){tail}"
-            plan = (sql, [(c.name, _converter(c, dialect)) for c in table.columns])
-            self._plans[name] = plan
+            plan = self._plans[name] = _InsertPlan(table, self._store.engine.dialect)
         return plan
+
+
+class _InsertPlan:
+    """The INSERT statement for a table and how a journalled row becomes its parameters: the values in column order,
+    with the few columns whose journalled JSON value is not what the DB-API takes (datetimes, JSON) converted."""
+
+    __slots__ = ("_columns", "_conversions", "sql")
+
+    def __init__(self, table: Table, dialect: Dialect) -> None:
+        names = [c.name for c in table.columns]
+        quoted = ", ".join(dialect.identifier_preparer.quote(n) for n in names)
+        marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        values = ", ".join([marker] * len(names))
+        verb = "INSERT OR IGNORE" if dialect.name == "sqlite" else "INSERT"
+        tail = "" if dialect.name == "sqlite" else " ON CONFLICT DO NOTHING"
+        self.sql = f"{verb} INTO {dialect.identifier_preparer.format_table(table)} ({quoted}) VALUES ({values}){tail}"
+        self._columns = names
+        self._conversions = [
+            (i, convert) for i, column in enumerate(table.columns) if (convert := _converter(column, dialect))
+        ]
+
+    def parameters(self, rows: list[dict[str, Any]]) -> list[list[Any]]:
+        columns, conversions = self._columns, self._conversions
+        parameters = []
+        for row in rows:
+            values = list(map(row.get, columns))
+            for i, convert in conversions:
+                values[i] = convert(values[i])
+            parameters.append(values)
+        return parameters
 
 
 def drain_ready(directory: Path, drain: Callable[[Path], None]) -> None:
@@ -326,8 +345,9 @@ def _read(segment: Path) -> dict[str, list[dict[str, Any]]]:
     return batches
 
 
-def _converter(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
-    """JSON columns are dumped with orjson; datetimes (ISO strings in the journal) become what the dialect stores."""
+def _converter(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How a journalled value of ``column`` becomes a DB-API value, or None when it is one already: JSON is dumped
+    with orjson, datetimes (ISO strings in the journal) become what the dialect stores."""
     if isinstance(column.type, JSON):
         # A str is JSON the appender serialised already (our JSON columns hold objects and arrays, never strings).
         return lambda value: value if value is None or isinstance(value, str) else orjson.dumps(value).decode()
@@ -339,4 +359,4 @@ def _converter(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
             return bind(moment) if bind else moment
 
         return to_datetime
-    return lambda value: value
+    return None
