@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from llmops.observability._tables import TraceRow
 from llmops.store import Base, Journal, Store
-from llmops.store._journal import register_journal_expander, rows_of_line
+from llmops.store._journal import SegmentWriter, register_journal_expander, rows_of_line
 
 
 def _trace(i: int) -> dict[str, object]:
@@ -51,6 +52,26 @@ def test_appended_rows_reach_the_store(database_url: str, tmp_path: Path) -> Non
     assert list((tmp_path / "journal").iterdir()) == [] or all(
         p.stat().st_size == 0 for p in (tmp_path / "journal").iterdir()
     )
+    store.close()
+
+
+def test_a_pausing_writer_inserts_everything_and_pauses_between_chunks(database_url: str, tmp_path: Path) -> None:
+    """The drainer process's writer gives up its CPU every few dozen lines and rows (``pause``); what it inserts is
+    the same, in one transaction per segment."""
+    store = Store(database_url)
+    store.migrate()
+    segment = tmp_path / "segment-000000000000.ready"
+    lines = [orjson.dumps({"traces": [_trace(i)]}, option=orjson.OPT_NAIVE_UTC) for i in range(200)]
+    segment.write_bytes(b"\n".join(lines) + b"\n")
+    pauses: list[int] = []
+    SegmentWriter(store, pause=lambda: pauses.append(1)).drain_file(segment)
+    assert _count(store) == 200
+    assert not segment.exists()
+    # 200 lines read and 200 rows inserted, in chunks of 32: at least 6 pauses for each.
+    assert len(pauses) >= 12
+    with store.session() as session:
+        row = session.get(TraceRow, "req_199")
+        assert row is not None and row.attributes == {"i": 199} and row.created_at.year >= 2026
     store.close()
 
 
