@@ -101,7 +101,8 @@ def up(
         _warn_if_open(settings, bind_host)
         console.print(f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] with {workers} workers")
         uvicorn.run("llmops.server:app_from_settings", factory=True, host=bind_host, port=bind_port,
-                    workers=workers, log_level="info", access_log=False, http=CoalescingHttpToolsProtocol)  # fmt: skip
+                    workers=workers, log_level="info", access_log=False, http=CoalescingHttpToolsProtocol,
+                    proxy_headers=False)  # fmt: skip
         return
     with open_platform(journal_drain="process") as platform:
         settings = platform.settings
@@ -113,8 +114,10 @@ def up(
             f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] (models: {', '.join(platform.served_models())})"
         )
         tune_garbage_collector()
+        # No proxy-header middleware (uvicorn's default): nothing here reads the client's address, and it is one
+        # more ASGI layer on every request.
         uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False,
-                    http=CoalescingHttpToolsProtocol)  # fmt: skip
+                    http=CoalescingHttpToolsProtocol, proxy_headers=False)  # fmt: skip
 
 
 @app.command()
