@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llmops.server import uvicorn_options
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -39,9 +41,9 @@ def wait_until_up(url: str, timeout: float = 60.0) -> None:
 
 @contextmanager
 def serve_in_thread(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free port; yields its base URL."""
+    """Serve an ASGI app with uvicorn on a free port, as ``llmops up`` does; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

@@ -91,8 +91,7 @@ def up(
     """Serve the platform over HTTP: REST API, OpenAI-compatible /v1, web page at /."""
     import uvicorn
 
-    from llmops.server import create_app, tune_garbage_collector
-    from llmops.server._protocol import CoalescingHttpToolsProtocol
+    from llmops.server import create_app, tune_garbage_collector, uvicorn_options
 
     if workers > 1:
         # Replicas share the store; limits and caches are per process unless gateway.redis_url is set.
@@ -101,8 +100,7 @@ def up(
         _warn_if_open(settings, bind_host)
         console.print(f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] with {workers} workers")
         uvicorn.run("llmops.server:app_from_settings", factory=True, host=bind_host, port=bind_port,
-                    workers=workers, log_level="info", access_log=False, http=CoalescingHttpToolsProtocol,
-                    proxy_headers=False)  # fmt: skip
+                    workers=workers, log_level="info", **uvicorn_options())  # fmt: skip
         return
     with open_platform(journal_drain="process") as platform:
         settings = platform.settings
@@ -114,10 +112,7 @@ def up(
             f"llmops serving on [bold]http://{bind_host}:{bind_port}[/] (models: {', '.join(platform.served_models())})"
         )
         tune_garbage_collector()
-        # No proxy-header middleware (uvicorn's default): nothing here reads the client's address, and it is one
-        # more ASGI layer on every request.
-        uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", access_log=False,
-                    http=CoalescingHttpToolsProtocol, proxy_headers=False)  # fmt: skip
+        uvicorn.run(create_app(platform), host=bind_host, port=bind_port, log_level="info", **uvicorn_options())
 
 
 @app.command()

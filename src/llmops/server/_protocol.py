@@ -15,7 +15,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol"]
+__all__ = ["CoalescingHttpToolsProtocol", "uvicorn_options"]
 
 
 class _CoalescedWrites:
@@ -53,6 +53,12 @@ class _CoalescedWrites:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """How ``llmops up`` has uvicorn serve (tests serve the same way): this protocol, no access log, and no
+    proxy-header middleware (nothing reads the client's address, and it is one more layer on every request)."""
+    return {"http": CoalescingHttpToolsProtocol, "proxy_headers": False, "access_log": False}
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
