@@ -1,5 +1,6 @@
 """UpstreamDeadline: the waits of an attempt are bounded by the first-token and total limits, the caller's own work
-between events is not, and a cancellation from elsewhere stays a cancellation."""
+between events is not, and a cancellation from elsewhere stays a cancellation. The limits of every attempt on a loop
+share one coarse timer (DeadlineSweeper), which stops ticking when no limit is left."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from llmops.gateway._deadline import UpstreamDeadline
+from llmops.gateway._deadline import TICK_S, AttemptDeadlines, DeadlineSweeper, UpstreamDeadline
 
 
 async def _events(*gaps: float) -> AsyncIterator[int]:
@@ -20,8 +21,7 @@ async def _events(*gaps: float) -> AsyncIterator[int]:
 
 
 def _limits(first: float, total: float) -> UpstreamDeadline:
-    now = asyncio.get_running_loop().time()
-    return UpstreamDeadline(first_at=now + first, total_at=now + total)
+    return AttemptDeadlines().start(first, total)
 
 
 async def _drain(deadline: UpstreamDeadline, events: AsyncIterator[int], pause: float = 0.0) -> list[int]:
@@ -107,3 +107,52 @@ def test_a_closed_deadline_cancels_nothing_later() -> None:
         return seen
 
     assert asyncio.run(main()) == [0]
+
+
+def test_a_whole_answer_wait_times_out_and_a_prompt_one_does_not() -> None:
+    async def main() -> tuple[str, float]:
+        deadlines = AttemptDeadlines()
+        quick = deadlines.start(0.1, 5)
+        try:
+            answer = await quick.wait(asyncio.sleep(0.01, result="answer"))
+        finally:
+            quick.close()
+        slow = deadlines.start(0.1, 5)
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            try:
+                await slow.wait(asyncio.sleep(2))
+            finally:
+                slow.close()
+        return answer, time.perf_counter() - started
+
+    answer, elapsed = asyncio.run(main())
+    assert answer == "answer" and 0.09 < elapsed < 0.1 + 10 * TICK_S
+
+
+def test_many_limits_share_one_timer_which_stops_when_none_is_left() -> None:
+    async def main() -> None:
+        sweeper = DeadlineSweeper()
+        now = sweeper.loop.time()
+        deadlines = [UpstreamDeadline(sweeper, first_at=now + 0.05 * (i % 3 + 1), total_at=now + 5) for i in range(30)]
+        assert sweeper._handle is not None
+        for deadline in deadlines[:15]:
+            deadline.close()  # ended in time: never told
+        await asyncio.sleep(0.2)
+        assert [d.expired for d in deadlines] == [False] * 15 + [True] * 15
+        assert sweeper._handle is None and not sweeper._buckets  # nothing left: no more ticks
+        again = UpstreamDeadline(sweeper, first_at=sweeper.loop.time() + 0.05, total_at=sweeper.loop.time() + 5)
+        await asyncio.sleep(0.1)
+        assert again.expired  # ticking starts again for a new limit
+
+    asyncio.run(main())
+
+
+def test_a_limit_already_past_when_set_is_told_at_the_next_tick() -> None:
+    async def main() -> bool:
+        sweeper = DeadlineSweeper()
+        deadline = UpstreamDeadline(sweeper, first_at=sweeper.loop.time() - 1, total_at=sweeper.loop.time() - 1)
+        await asyncio.sleep(3 * TICK_S)
+        return deadline.expired
+
+    assert asyncio.run(main())

@@ -39,7 +39,7 @@ from llmops.gateway._cache import (
     SemanticCache,
     exact_key,
 )
-from llmops.gateway._deadline import UpstreamDeadline
+from llmops.gateway._deadline import AttemptDeadlines
 from llmops.gateway._limits import Caller, InProcessCounters, LimitEnforcer, RedisCounters, Reservation
 from llmops.gateway._prices import PriceBook
 from llmops.gateway._routing import Route, Router
@@ -226,6 +226,7 @@ class Gateway:
         }
         s = self.settings
         self._breakers = {name: CircuitBreaker(s.breaker_failures, s.breaker_cooldown_s) for name in self._chat}
+        self._deadlines = AttemptDeadlines()
         store = RedisStore(s.redis_url) if s.redis_url else InProcessStore(s.cache_max_entries)
         self._exact = ExactCache(store, s.cache_ttl_s) if s.cache else None
         self._semantic = None
@@ -420,9 +421,8 @@ class Gateway:
             parts: list[str] = []
             calls: dict[int, dict[str, Any]] = {}
             finish: Finish | None = None
-            begun = asyncio.get_running_loop().time()
             # Times only the waits on the upstream (never the caller's work between events).
-            deadline = UpstreamDeadline(first_at=begun + s.first_token_timeout_s, total_at=begun + s.total_timeout_s)
+            deadline = self._deadlines.start(s.first_token_timeout_s, s.total_timeout_s)
             events = provider.stream(self._chat[alias].model, upstream_request).__aiter__()
             try:
                 while True:
@@ -462,9 +462,12 @@ class Gateway:
         upstream_request = self._upstream_request(alias, call.request)
         for attempt in range(s.retries + 1):
             call.attempts.count += 1
+            deadline = self._deadlines.start(s.first_token_timeout_s, s.total_timeout_s)
             try:
-                async with asyncio.timeout(min(s.first_token_timeout_s, s.total_timeout_s)):
-                    events = await whole(self._chat[alias].model, upstream_request)
+                try:
+                    events = await deadline.wait(whole(self._chat[alias].model, upstream_request))
+                finally:
+                    deadline.close()
                 text, tool_calls, finish = _collect(events)
                 if finish is None:
                     raise ProviderError(f"{alias} ended the answer without finishing", retryable=True)
