@@ -6,7 +6,7 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodySizeLimit"]
+__all__ = ["BodySizeLimit", "reject_too_large"]
 
 
 class BodySizeLimit:
@@ -25,7 +25,7 @@ class BodySizeLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send, int(declared))
+            await reject_too_large(send, int(declared), self.max_bytes)
             return
         chunks: list[bytes] = []
         size = 0
@@ -37,7 +37,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send, size)
+                await reject_too_large(send, size, self.max_bytes)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -53,21 +53,23 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send, size: int) -> None:
-        payload = json.dumps(
-            {
-                "error": {
-                    "message": f"request body is at least {size} bytes; the limit is {self.max_bytes} bytes",
-                    "type": "request_too_large",
-                    "code": 413,
-                }
+
+async def reject_too_large(send: Send, size: int, max_bytes: int) -> None:
+    """The 413 answer to a body of at least ``size`` bytes."""
+    payload = json.dumps(
+        {
+            "error": {
+                "message": f"request body is at least {size} bytes; the limit is {max_bytes} bytes",
+                "type": "request_too_large",
+                "code": 413,
             }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
