@@ -84,7 +84,7 @@ EXPECTED = {
         "RunbookError", "Step", "TriggerEngine", "TriggerRule", "UnknownRequestError", "load_actions", "load_rules",
         "load_runbooks",
     },
-    "llmops.server": {"app_from_settings", "create_app", "tune_garbage_collector"},
+    "llmops.server": {"app_from_settings", "create_app", "tune_garbage_collector", "uvicorn_options"},
     "llmops.cli": {"app", "main"},
     "llmops.testing": {"HashEmbedder", "ScriptedProvider", "make_pdf"},
 }  # fmt: skip
