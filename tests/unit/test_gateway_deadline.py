@@ -132,7 +132,7 @@ def test_a_whole_answer_wait_times_out_and_a_prompt_one_does_not() -> None:
 
 def test_many_limits_share_one_timer_which_stops_when_none_is_left() -> None:
     async def main() -> None:
-        sweeper = DeadlineSweeper()
+        sweeper = DeadlineSweeper(asyncio.get_running_loop())
         now = sweeper.loop.time()
         deadlines = [UpstreamDeadline(sweeper, first_at=now + 0.05 * (i % 3 + 1), total_at=now + 5) for i in range(30)]
         assert sweeper._handle is not None
@@ -150,7 +150,7 @@ def test_many_limits_share_one_timer_which_stops_when_none_is_left() -> None:
 
 def test_a_limit_already_past_when_set_is_told_at_the_next_tick() -> None:
     async def main() -> bool:
-        sweeper = DeadlineSweeper()
+        sweeper = DeadlineSweeper(asyncio.get_running_loop())
         deadline = UpstreamDeadline(sweeper, first_at=sweeper.loop.time() - 1, total_at=sweeper.loop.time() - 1)
         await asyncio.sleep(3 * TICK_S)
         return deadline.expired

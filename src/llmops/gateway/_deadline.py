@@ -21,6 +21,8 @@ import math
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
+from llmops.gateway._loop_local import LoopLocal
+
 __all__ = ["TICK_S", "AttemptDeadlines", "DeadlineSweeper", "UpstreamDeadline"]
 
 T = TypeVar("T")
@@ -32,13 +34,13 @@ TICK_S = 0.01
 class DeadlineSweeper:
     """The timer of the upstream limits set on one event loop.
 
-    >>> sweeper = DeadlineSweeper()  # doctest: +SKIP  (inside the loop it serves)
+    >>> sweeper = DeadlineSweeper(asyncio.get_running_loop())  # doctest: +SKIP
     """
 
     __slots__ = ("_buckets", "_handle", "_next", "loop")
 
-    def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self._buckets: dict[int, dict[UpstreamDeadline, None]] = {}  # tick number -> the limits that pass in it
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0  # the first tick not swept yet
@@ -130,21 +132,15 @@ class UpstreamDeadline:
 
 
 class AttemptDeadlines:
-    """Starts the limits of upstream attempts, on a ``DeadlineSweeper`` per event loop (a gateway may be used from
-    more than one loop, as tests do)."""
+    """Starts the limits of upstream attempts, on the running event loop's ``DeadlineSweeper``."""
 
     __slots__ = ("_sweepers",)
 
     def __init__(self) -> None:
-        self._sweepers: dict[int, DeadlineSweeper] = {}
+        self._sweepers: LoopLocal[DeadlineSweeper] = LoopLocal(DeadlineSweeper)
 
     def start(self, first_token_s: float, total_s: float) -> UpstreamDeadline:
         """The limits of an attempt starting now; ``close()`` it when the attempt ends."""
-        loop = asyncio.get_running_loop()
-        sweeper = self._sweepers.get(id(loop))
-        if sweeper is None or sweeper.loop is not loop:
-            for key in [key for key, old in self._sweepers.items() if old.loop.is_closed()]:
-                del self._sweepers[key]  # loops of finished asyncio.run calls
-            sweeper = self._sweepers[id(loop)] = DeadlineSweeper()
-        now = loop.time()
+        sweeper = self._sweepers.get()
+        now = sweeper.loop.time()
         return UpstreamDeadline(sweeper, first_at=now + first_token_s, total_at=now + total_s)

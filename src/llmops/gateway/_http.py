@@ -41,6 +41,8 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from llmops.gateway._loop_local import LoopLocal
+
 __all__ = ["ConnectionClosedError", "HTTPClient", "HTTPResponse"]
 
 _USER_AGENT = b"llmops"
@@ -352,16 +354,10 @@ class HTTPClient:
                 raise ValueError(f"invalid HTTP header {name!r}")
         self._headers = "".join(f"{name}: {value}\r\n" for name, value in all_headers.items()).encode("latin-1")
         self._heads: dict[tuple[str, str], bytes] = {}
-        self._pools: dict[int, _Pool] = {}
+        self._pools: LoopLocal[_Pool] = LoopLocal(lambda loop: _Pool(self, loop))
 
     def _pool(self) -> _Pool:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(id(loop))
-        if pool is None or pool.loop is not loop:
-            for key in [key for key, old in self._pools.items() if old.loop.is_closed()]:
-                del self._pools[key]  # loops of finished asyncio.run calls
-            pool = self._pools[id(loop)] = _Pool(self, loop)
-        return pool
+        return self._pools.get()
 
     def _head(self, method: str, path: str) -> bytes:
         """The request line and headers up to the body's length, built once per method and path."""
@@ -428,7 +424,7 @@ class HTTPClient:
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        for pool in self._pools.values():
+        for pool in self._pools:
             with contextlib.suppress(RuntimeError):  # its event loop is gone already
                 pool.close()
         self._pools.clear()
