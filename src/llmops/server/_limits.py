@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodySizeLimit", "reject_too_large"]
+__all__ = ["BodySizeLimit", "declared_length", "reject_too_large"]
 
 
 class BodySizeLimit:
@@ -23,9 +24,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await reject_too_large(send, int(declared), self.max_bytes)
+        declared = declared_length(scope.get("headers") or ())
+        if declared > self.max_bytes:
+            await reject_too_large(send, declared, self.max_bytes)
             return
         chunks: list[bytes] = []
         size = 0
@@ -52,6 +53,15 @@ class BodySizeLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """A request's Content-Length (the last one given), or 0 when it gives none that is a number."""
+    declared = b""
+    for name, value in headers:
+        if name == b"content-length":
+            declared = value
+    return int(declared) if declared.isdigit() else 0
 
 
 async def reject_too_large(send: Send, size: int, max_bytes: int) -> None:

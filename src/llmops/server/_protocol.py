@@ -23,7 +23,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from llmops.server._chat_completions import PATH
 from llmops.server._direct import DirectCycle, serve_direct
-from llmops.server._limits import BodySizeLimit
+from llmops.server._limits import BodySizeLimit, declared_length
 
 _DIRECT_URL = PATH.encode()
 
@@ -145,10 +145,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         scope["path"] = PATH
         scope["raw_path"] = _DIRECT_URL
         scope["query_string"] = b""
-        declared = 0
-        for name, value in self.headers:
-            if name == b"content-length":
-                declared = int(value) if value.isdigit() else 0
+        declared = declared_length(self.headers)
         cycle = DirectCycle(scope, keep_alive=version != "1.0" and parser.should_keep_alive(), declared=declared)
         self.cycle = cycle  # type: ignore[assignment]  # read by uvicorn's disconnect, shutdown and pipelining
         if declared > direct.max_bytes:
