@@ -41,14 +41,11 @@ class _CoalescedWrites:
         self._pending: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        pending = self._pending
-        if pending is None:  # held until the next write of this turn, or the turn's end
+        if self._pending is None:  # held until the next write of this turn, or the turn's end
             self._pending = [data]
             self._loop.call_soon(self._flush)
         else:  # a second write (a response's body after its headers) goes out at once, with the first
-            self._pending = None
-            pending.append(data)
-            self._transport.write(b"".join(pending))
+            self.write_now(data)
 
     def write_now(self, data: bytes) -> None:
         """Write at once, after anything held (for a writer that hands over whole pieces)."""
