@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import random
+import time
 import weakref
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from llmops.observability import MetricsSpanProcessor, PlatformMetrics, StoreSpanProcessor
 from llmops.observability._export import ReadableSpanExporter
 from llmops.observability._light import LightSpan, LightTracer, LightTracerProvider, clean_span, to_readable
+from llmops.rag import new_request_id
 from llmops.store._journal import rows_of_line
 
 
@@ -85,6 +87,29 @@ def test_ids_are_not_repeated_and_do_not_follow_the_random_module(tracer: LightT
     assert first.trace_id != second.trace_id and first.span_id != second.span_id
     trace_ids = {_light(tracer.start_span("x")).context.trace_id for _ in range(2000)}
     assert len(trace_ids) == 2000
+
+
+def test_trace_ids_start_with_the_time_and_end_random(tracer: LightTracer) -> None:
+    """Time-ordered (the store's indexes on trace ids grow at their end), with 80 random low bits."""
+    before = time.time_ns() // 1_000_000
+    ids = [_light(tracer.start_span("x")).context.trace_id for _ in range(500)]
+    time.sleep(0.002)
+    later = _light(tracer.start_span("x")).context.trace_id
+    after = time.time_ns() // 1_000_000
+    assert all(before <= i >> 80 <= after for i in ids)
+    assert later > max(ids)
+    assert len({i & (1 << 80) - 1 for i in ids}) == 500
+    assert _light(tracer.start_span("x")).context.trace_flags & 0x02  # W3C random-trace-id: the low 7 bytes are
+
+
+def test_request_ids_sort_by_time() -> None:
+    ids = []
+    for _ in range(3):
+        ids += [new_request_id() for _ in range(100)]
+        time.sleep(0.002)
+    assert len(set(ids)) == 300
+    assert max(ids[:100]) < min(ids[100:200]) and max(ids[100:200]) < min(ids[200:])
+    assert all(len(i) == 36 and i.startswith("req_") and int(i[4:], 16) for i in ids)
 
 
 def test_a_forked_child_draws_other_ids_than_its_parent(tracer: LightTracer) -> None:

@@ -11,7 +11,11 @@ platform's processors read, in plain objects:
   needed: the store processor cleans a trace whose line orjson cannot write (``clean_span``), ``to_readable``
   cleans for the exporters. Lists are kept as the caller's lists, so a caller must not change one after setting it;
 - events as ``LightEvent`` named tuples, their attributes a copy of the caller's dict;
-- random trace and span ids from one ``random.Random`` seeded from ``os.urandom`` (reseeded in forked children);
+- time-ordered trace ids (as UUIDv7: the first 48 bits the time in milliseconds, the other 80 random) and random
+  span ids, from one ``random.Random`` seeded from ``os.urandom`` (reseeded in forked children). The store indexes
+  traces and spans by trace id: a random id lands on a random page of those indexes (a page read and written per
+  row, in the WAL and again at its checkpoint), a time-ordered one on the last page. The random low bits keep the
+  W3C ``random-trace-id`` flag true (it asks for the rightmost 7 bytes);
 - every span sampled, except under a parent that is not (the SDK's default ``ParentBased(ALWAYS_ON)``);
 - each local root span (no parent, or a remote one) has ``trace_spans``: the spans of its trace that ended in this
   process, in the order they ended. A child started under a light span of the same provider knows its trace's
@@ -97,6 +101,10 @@ def _reseed() -> None:
 
 
 os.register_at_fork(after_in_child=_reseed)
+
+
+def _new_trace_id() -> int:
+    return (time_ns() // 1_000_000) << 80 | _bits(80)  # never zero: the time is not
 
 
 def _new_id(bits: int) -> int:
@@ -401,7 +409,7 @@ class LightTracer(trace.Tracer):
             parent = None
             span_context = _tuple_new(
                 SpanContext,
-                (_bits(128) or _new_id(128), _bits(64) or _new_id(64), False, _SAMPLED_RANDOM, _DEFAULT_STATE, True),
+                (_new_trace_id(), _bits(64) or _new_id(64), False, _SAMPLED_RANDOM, _DEFAULT_STATE, True),
             )
         span = LightSpan(
             name, span_context, parent, kind, self, time_ns() if start_time is None else start_time, trace_root

@@ -50,7 +50,9 @@ _MESSAGE_OVERHEAD_TOKENS = 8
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    """``req_``, the time in milliseconds (12 hex digits), 80 random bits: ids that sort by time, so the store's
+    indexes on request ids grow at their end instead of at a random page per row (see ``_light.py``)."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True)
