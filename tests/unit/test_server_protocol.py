@@ -15,6 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
+from llmops._writes import WriteBatch
 from llmops.server._limits import BodySizeLimit
 from llmops.server._protocol import CoalescingHttpToolsProtocol, _CoalescedWrites
 
@@ -42,17 +43,15 @@ class _Transport:
         return ("127.0.0.1", 1) if name == "peername" else None
 
 
-def test_writes_of_one_turn_leave_together_and_a_lone_write_at_the_turns_end() -> None:
+def test_a_connections_writes_wait_for_the_turns_end_and_closing_sends_them_first() -> None:
     async def main() -> None:
         real = _Transport()
-        transport = _CoalescedWrites(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+        transport = _CoalescedWrites(real, WriteBatch(asyncio.get_running_loop()))  # type: ignore[arg-type]
         transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
-        assert real.writes == [] and transport.get_write_buffer_size() == 19
         transport.write(b"body")
-        assert real.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
-        transport.write(b"piece")
+        assert real.writes == [] and transport.get_write_buffer_size() == 23
         await asyncio.sleep(0)
-        assert real.writes[-1] == b"piece"
+        assert real.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"] and transport.get_write_buffer_size() == 0
         transport.write(b"last")
         transport.close()
         assert real.writes[-1] == b"last" and real.closed

@@ -3,7 +3,8 @@
 Every gateway call makes one upstream request, so the client's own CPU cost is paid on every call. aiohttp spent
 ~0.2 ms of CPU per call here (request and response objects, header multidicts, payload registry, stream readers,
 timer bookkeeping); this client does what the gateway needs and no more: a request is one prebuilt header block plus
-the body, written with one ``transport.write``; the response is parsed by llhttp (httptools, a dependency of the
+the body, written with one ``transport.write`` at the end of the event loop's turn, together with the turn's other
+requests (``llmops._writes``); the response is parsed by llhttp (httptools, a dependency of the
 server already) straight into the connection object, which wakes its reader once per response (a whole body) or
 per received piece (a stream).
 
@@ -41,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
+from llmops._writes import WriteBatch
 from llmops.gateway._loop_local import LoopLocal
 
 __all__ = ["ConnectionClosedError", "HTTPClient", "HTTPResponse"]
@@ -66,8 +68,9 @@ class HTTPResponse:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; its parser feeds the response of the request in flight into this object."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, writes: WriteBatch) -> None:
         self._loop = loop
+        self._writes = writes
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -155,7 +158,7 @@ class _Connection(asyncio.Protocol):
         self._reset()
         if self.transport is None or not self.usable:
             raise ConnectionClosedError("the connection was closed before the request was sent")
-        self.transport.write(request)
+        self._writes.write(self.transport, request)  # with the other requests of this turn (``llmops._writes``)
 
     @property
     def usable(self) -> bool:
@@ -225,6 +228,7 @@ class _Pool:
     def __init__(self, client: HTTPClient, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._client = client
+        self._writes = WriteBatch(loop)
         self._idle: list[_Connection] = []  # most recently used last: reused first, so the rest can expire
         self._open = 0
         self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
@@ -262,7 +266,7 @@ class _Pool:
     async def _connect(self) -> _Connection:
         """A new connection, in a slot already counted in ``_open``."""
         client = self._client
-        connection = _Connection(self.loop)
+        connection = _Connection(self.loop, self._writes)
         try:
             async with asyncio.timeout(client.connect_timeout):
                 await self.loop.create_connection(

@@ -32,7 +32,7 @@ _SERVER_ERROR = (
 
 
 class Writer(Protocol):
-    def write_now(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None: ...
 
     def close(self) -> None: ...
 
@@ -138,7 +138,7 @@ async def serve_direct(
 
 def _abort(cycle: DirectCycle, transport: Writer) -> None:
     if not cycle.response_started and not cycle.disconnected and not transport.is_closing():
-        transport.write_now(_SERVER_ERROR)
+        transport.write(_SERVER_ERROR)
     cycle.keep_alive = False
     transport.close()
 
@@ -195,7 +195,7 @@ class DirectResponse:
         if self._head:
             data, self._head = self._head + data, b""
         if data:
-            self._transport.write_now(data)
+            self._transport.write(data)
         if not more:
             cycle.response_complete = True
             cycle.message_event.set()

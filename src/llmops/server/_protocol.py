@@ -4,9 +4,10 @@ served directly (``_direct.py``).
 uvicorn writes a response's status line and headers when the app sends ``http.response.start`` and its body when
 it sends ``http.response.body``: two ``send`` system calls, so two TCP segments, for a response the app hands over
 in one go (every non-streamed gateway answer). On loopback a segment costs the sender the receiver's whole network
-path and its wake-up, and the client wakes twice. Here a write is held until the next write of the same event-loop
-turn, which sends both (a response's headers go out with its body), or until the turn ends (a streamed answer still
-goes out piece by piece: the app awaits between pieces).
+path and its wake-up, and the client wakes twice. Here every write is held in the event loop's ``WriteBatch``
+(``llmops._writes``) until the turn ends: a response's headers go out with its body, and the responses of one turn
+to several connections go out together (a streamed answer still goes out piece by piece: the app awaits between
+pieces).
 
 The hot path (``POST /v1/chat/completions`` of the platform's app, whose outer layer is the body size limit) is read
 and answered by ``_direct.py`` instead of uvicorn's request-response cycle; every other request, and a hot-path one
@@ -17,10 +18,12 @@ concurrency limit), takes uvicorn's own way.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from llmops._writes import WriteBatch
+from llmops.gateway._loop_local import LoopLocal
 from llmops.server._chat_completions import PATH
 from llmops.server._direct import DirectCycle, serve_direct
 from llmops.server._limits import BodySizeLimit, declared_length
@@ -31,43 +34,24 @@ __all__ = ["CoalescingHttpToolsProtocol", "uvicorn_options"]
 
 
 class _CoalescedWrites:
-    """A transport whose writes of one loop turn go out in one ``write``; everything else is the real transport's."""
+    """A transport whose writes are held in the loop's ``WriteBatch`` (so those of one turn go out in one ``write``);
+    everything else is the real transport's."""
 
-    __slots__ = ("_loop", "_pending", "_transport")
+    __slots__ = ("_batch", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.WriteTransport, batch: WriteBatch) -> None:
         self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] | None = None
+        self._batch = batch
 
     def write(self, data: bytes) -> None:
-        if self._pending is None:  # held until the next write of this turn, or the turn's end
-            self._pending = [data]
-            self._loop.call_soon(self._flush)
-        else:  # a second write (a response's body after its headers) goes out at once, with the first
-            self.write_now(data)
-
-    def write_now(self, data: bytes) -> None:
-        """Write at once, after anything held (for a writer that hands over whole pieces)."""
-        pending = self._pending
-        if pending is not None:
-            self._pending = None
-            pending.append(data)
-            data = b"".join(pending)
-        self._transport.write(data)
-
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending and not self._transport.is_closing():
-            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self._batch.write(self._transport, data)
 
     def close(self) -> None:
-        self._flush()
+        self._batch.flush()
         self._transport.close()
 
     def get_write_buffer_size(self) -> int:
-        pending = sum(map(len, self._pending or ()))
-        return self._transport.get_write_buffer_size() + pending
+        return self._transport.get_write_buffer_size() + self._batch.held(self._transport)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
@@ -82,8 +66,11 @@ def uvicorn_options() -> dict[str, Any]:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """``uvicorn.run(app, **uvicorn_options())``."""
 
+    # One batch of writes per event loop, shared by the connections it serves (see ``llmops._writes``).
+    _batches: ClassVar[LoopLocal[WriteBatch]] = LoopLocal(WriteBatch)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        coalesced: Any = _CoalescedWrites(transport, self.loop)  # type: ignore[arg-type]
+        coalesced: Any = _CoalescedWrites(transport, self._batches.get())  # type: ignore[arg-type]
         self._writer: _CoalescedWrites = coalesced
         super().connection_made(coalesced)
         app = self.app
@@ -148,7 +135,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if declared > direct.max_bytes:
             self._start_direct(cycle)  # refused before its body arrives
         elif self.expect_100_continue:
-            self._writer.write_now(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self._writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         cycle: object = self.cycle
