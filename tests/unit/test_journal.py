@@ -55,6 +55,27 @@ def test_appended_rows_reach_the_store(database_url: str, tmp_path: Path) -> Non
     store.close()
 
 
+def test_journalled_datetimes_read_back_as_written(database_url: str, tmp_path: Path) -> None:
+    """With and without microseconds; on SQLite stored as its own adapter stores a datetime (``isoformat(" ")``)."""
+    store = Store(database_url)
+    store.migrate()
+    journal = Journal(store, tmp_path / "journal", interval=60)
+    moments = [datetime(2026, 11, 24, 12, 30, 1, 123456, tzinfo=UTC), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)]
+    for i, moment in enumerate(moments):
+        journal.append({"traces": [{**_trace(i), "created_at": moment}]})
+    journal.flush()
+    with store.session() as session:
+        for i, moment in enumerate(moments):
+            row = session.get(TraceRow, f"req_{i}")
+            assert row is not None and row.created_at.replace(tzinfo=UTC) == moment
+    if store.is_sqlite:
+        with store.engine.connect() as connection:
+            stored = connection.exec_driver_sql("SELECT created_at FROM traces ORDER BY request_id").scalars().all()
+        assert stored == [m.isoformat(" ") for m in moments]
+    journal.close()
+    store.close()
+
+
 def test_a_pausing_writer_inserts_everything_and_pauses_between_chunks(database_url: str, tmp_path: Path) -> None:
     """The drainer process's writer gives up its CPU every few dozen lines and rows (``pause``); what it inserts is
     the same, in one transaction per segment."""

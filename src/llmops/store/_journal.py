@@ -366,6 +366,8 @@ def _converter(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | 
         return lambda value: value if value is None or isinstance(value, str) else orjson.dumps(value).decode()
     if isinstance(column.type, DateTime):
         bind = column.type.bind_processor(dialect)
+        if bind is None and dialect.name == "sqlite":
+            return _sqlite_datetime
 
         def to_datetime(value: Any) -> Any:
             moment = datetime.fromisoformat(value) if isinstance(value, str) else value
@@ -373,3 +375,11 @@ def _converter(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | 
 
         return to_datetime
     return None
+
+
+def _sqlite_datetime(value: Any) -> Any:
+    """What sqlite3's own adapter stores for a datetime (``isoformat(" ")``). A journalled one is orjson's ISO text,
+    which differs from that only by its "T": replaced, rather than parsed into a datetime and formatted again."""
+    if isinstance(value, str):
+        return value.replace("T", " ", 1)
+    return value.isoformat(" ") if isinstance(value, datetime) else value
