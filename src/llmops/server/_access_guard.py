@@ -31,6 +31,7 @@ from llmops.governance import AccessControl, Identity, InvalidKeyError
 from llmops.governance._keys import KEY_PREFIX
 from llmops.server._access_rules import ROUTE_RULES, ObjectResolver, Rule
 from llmops.server._login import session_key
+from llmops.server._shared import authorization_of
 from llmops.store import AuditHook, Journal
 
 __all__ = ["AccessGuard", "ProjectView", "identity_of", "missing_rules", "record_read", "route_keys"]
@@ -144,6 +145,7 @@ class AccessGuard:
         self._resolver = resolver
         self._journal = journal
         self._required = keys_required
+        self._gateway_key = Identity("gateway-key", access.default_project, frozenset({"invoke"}), frozenset())
         if missing := missing_rules(routes):
             listed = ", ".join(f"{m} {p}" for m, p in missing)
             raise RuntimeError(f"routes without an access rule in server/_access_rules.py: {listed}")
@@ -171,14 +173,13 @@ class AccessGuard:
         if rule.scope == "public":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        bearer = _bearer(headers.get("authorization", ""))
+        bearer = _bearer(authorization_of(scope["headers"]) or "")
         if bearer is not None and not bearer.startswith(KEY_PREFIX) and scope["path"].startswith("/v1/"):
             # A key of gateway.api_keys: the gateway checks it; it calls models in the default project.
-            gateway = Identity("gateway-key", self._access.default_project, frozenset({"invoke"}), frozenset())
-            scope.setdefault("state", {})["identity"] = gateway
+            scope.setdefault("state", {})["identity"] = self._gateway_key
             await self.app(scope, receive, send)
             return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         session = session_key(headers.get("cookie", "")) if bearer is None else None
         try:
             identity = await self._identify(bearer or session, headers)

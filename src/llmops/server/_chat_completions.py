@@ -40,7 +40,15 @@ from llmops.gateway import (
 )
 from llmops.governance import Identity
 from llmops.rag import AIDisclosure, GuardrailStop, RagAnswer, new_request_id
-from llmops.server._shared import GATEWAY_ERRORS, ErrorResponse, caller_from, gateway_error, openai_error, usage_dict
+from llmops.server._shared import (
+    GATEWAY_ERRORS,
+    ErrorResponse,
+    authorization_of,
+    caller_from,
+    gateway_error,
+    openai_error,
+    usage_dict,
+)
 
 __all__ = ["ChatCompletionRequest", "ChatCompletions"]
 
@@ -167,10 +175,7 @@ class ChatCompletions:
                       for e in exc.errors(include_url=False)]  # fmt: skip
             await _send_error(send, ErrorResponse(422, {"detail": detail}))
             return
-        authorization = None  # the last one, as a dict of the headers would hold
-        for name, value in scope.get("headers") or ():
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
+        authorization = authorization_of(scope.get("headers") or ())
         identity = scope.get("state", {}).get("identity")
         project = identity.project if isinstance(identity, Identity) else None
         await self._answer(request, authorization, send, project)

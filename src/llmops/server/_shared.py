@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -20,7 +21,15 @@ from llmops.gateway import (
 from llmops.governance import InvalidKeyError
 from llmops.governance._keys import KEY_PREFIX
 
-__all__ = ["GATEWAY_ERRORS", "ErrorResponse", "caller_from", "gateway_error", "openai_error", "usage_dict"]
+__all__ = [
+    "GATEWAY_ERRORS",
+    "ErrorResponse",
+    "authorization_of",
+    "caller_from",
+    "gateway_error",
+    "openai_error",
+    "usage_dict",
+]
 
 GATEWAY_ERRORS = (ProviderError, UnknownModelError, LimitExceededError, AuthenticationError)
 
@@ -55,6 +64,16 @@ def gateway_error(exc: Exception) -> ErrorResponse:
     if isinstance(exc, ProviderError) and exc.status in (400, 413, 422):
         return openai_error(400, str(exc), kind="invalid_request_error")
     return openai_error(502, str(exc), kind="upstream_error")
+
+
+def authorization_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """A request's ``Authorization`` header (the last one, as a dict of the headers holds), without decoding the
+    others."""
+    authorization = None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+    return authorization
 
 
 def caller_from(
