@@ -20,7 +20,7 @@ import logging
 
 __all__ = ["WriteBatch"]
 
-logger = logging.getLogger("llmops.server")
+logger = logging.getLogger("llmops.writes")
 
 
 class WriteBatch:

@@ -78,7 +78,7 @@ def test_a_closing_or_failing_connection_loses_only_its_own_writes(caplog: pytes
         batch.write(failing, b"fails")
         batch.write(fine, b"kept")
         gone.closing = True  # the peer left before the turn ended
-        with caplog.at_level(logging.ERROR, logger="llmops.server"):
+        with caplog.at_level(logging.ERROR, logger="llmops.writes"):
             await asyncio.sleep(0)
         assert gone.writes == [] and not gone.aborted
         assert failing.aborted and "writing to a connection failed" in caplog.text
