@@ -71,8 +71,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         coalesced: Any = _CoalescedWrites(transport, self._batches.get())  # type: ignore[arg-type]
-        self._writer: _CoalescedWrites = coalesced
-        super().connection_made(coalesced)
+        super().connection_made(coalesced)  # uvicorn's self.transport, which every write of the protocol uses
         app = self.app
         self._direct = app if isinstance(app, BodySizeLimit) and self.limit_concurrency is None else None
         self._idle_since: float | None = None
@@ -135,7 +134,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if declared > direct.max_bytes:
             self._start_direct(cycle)  # refused before its body arrives
         elif self.expect_100_continue:
-            self._writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         cycle: object = self.cycle
@@ -163,7 +162,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 cycle,
                 self._direct.app,
                 self._direct.max_bytes,
-                self._writer,
+                self.transport,
                 self.flow,
                 self.server_state.default_headers,
                 self.on_response_complete,
