@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodySizeLimit", "declared_length", "reject_too_large"]
+__all__ = ["BodySizeLimit", "declared_length", "last_header", "reject_too_large"]
 
 
 class BodySizeLimit:
@@ -55,12 +55,19 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
+def last_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The value of the last header ``name`` (lower case, as ASGI gives names), as a dict of the headers holds it;
+    None when there is none."""
+    found = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found
+
+
 def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int:
     """A request's Content-Length (the last one given), or 0 when it gives none that is a number."""
-    declared = b""
-    for name, value in headers:
-        if name == b"content-length":
-            declared = value
+    declared = last_header(headers, b"content-length") or b""
     return int(declared) if declared.isdigit() else 0
 
 

@@ -20,6 +20,7 @@ from llmops.gateway import (
 )
 from llmops.governance import InvalidKeyError
 from llmops.governance._keys import KEY_PREFIX
+from llmops.server._limits import last_header
 
 __all__ = [
     "GATEWAY_ERRORS",
@@ -69,11 +70,8 @@ def gateway_error(exc: Exception) -> ErrorResponse:
 def authorization_of(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """A request's ``Authorization`` header (the last one, as a dict of the headers holds), without decoding the
     others."""
-    authorization = None
-    for name, value in headers:
-        if name == b"authorization":
-            authorization = value.decode("latin-1")
-    return authorization
+    authorization = last_header(headers, b"authorization")
+    return None if authorization is None else authorization.decode("latin-1")
 
 
 def caller_from(
